@@ -1,0 +1,143 @@
+"""Typed configuration for the stream, in one place.
+
+Precedence (last wins): defaults here < environment ``CLIPGUARD_<SECTION>__<FIELD>``
+< CLI flags ``--<section>-<field>`` (generated from these models by
+``pipeline/cli_options.py``). Defaults serve the embedded mode: ``kafka.bootstrap``
+and ``redis.url`` set to ``embedded`` start a loopback broker and Redis.
+
+Every model is frozen with ``extra="forbid"``, so a misspelt key is an error,
+never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED = "embedded"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaConfig(_Section):
+    bootstrap: str = Field(EMBEDDED, description="host:port[,host:port] or 'embedded' (start a loopback broker)")
+    topic: str = Field("clipguard.videos", description="topic carrying video IDs / JSON jobs")
+    group_id: str = Field("clipguard", description="consumer group of the decoders")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    # A new group's first join on the embedded broker waits ~session_timeout/2.
+    session_timeout_ms: int = Field(6000, ge=1000)
+    heartbeat_interval_ms: int = Field(1000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    max_message_bytes: int = Field(64 * 1024, ge=1024, description="larger values become error verdicts")
+    poll_timeout_ms: int = Field(200, ge=10)
+    partitions: int = Field(4, ge=1, description="partitions when the topic is created by us")
+
+
+class RedisConfig(_Section):
+    url: str = Field(EMBEDDED, description="redis:// or rediss:// URL, or 'embedded'")
+    password: SecretStr | None = Field(None, description="overrides the URL's password; never logged")
+    ssl_ca_certs: Path | None = None
+    key_prefix: str = Field("clipguard", pattern=r"^[A-Za-z0-9_.-]+$")
+    stream_maxlen: int = Field(100_000, ge=100, description="approximate cap of the verdict event stream")
+    verdict_ttl_s: int | None = Field(None, ge=60, description="expire verdict hashes after this long; None keeps them")
+    retry_initial_s: float = Field(0.2, gt=0)
+    retry_max_s: float = Field(5.0, gt=0)
+
+
+class RayConfig(_Section):
+    address: str | None = Field(None, description="Ray address ('auto', ray://...); None starts a local Ray")
+    namespace: str = "clipguard"
+    num_cpus: int | None = Field(None, description="CPUs for a local Ray (None: all)")
+
+
+class SourceConfig(_Section):
+    video_root: Path = Field(Path("videos"), description="plain IDs are paths under this folder")
+    allowed_schemes: tuple[str, ...] = ("file", "http", "https", "s3")
+    allow_private_hosts: bool = Field(False, description="allow URLs that resolve to loopback/private addresses")
+    max_duration_s: float = Field(4 * 3600.0, gt=0)
+    max_pixels: int = Field(8192 * 8192, gt=0, description="width*height above this is refused")
+    max_file_bytes: int = Field(20 * 1024**3, gt=0)
+    timeout_s: float = Field(120.0, gt=0, description="wall-clock limit of one ffmpeg/ffprobe call")
+
+
+class SamplingConfig(_Section):
+    mode: Literal["uniform", "fps"] = Field("uniform", description="uniform: linspace over frames (paper); fps: stride")
+    num_frames: int = Field(32, ge=1, le=1024)
+    fps: float = Field(1.0, gt=0, description="frames per second in fps mode (capped by num_frames)")
+    max_side: int = Field(1280, ge=64, description="frames are downscaled so the longer side is at most this")
+
+
+class FacesConfig(_Section):
+    detector_path: Path | None = Field(
+        None, description="SCRFD ONNX model with 5 keypoints; None: scrfd_2.5g_kps.onnx from the test assets"
+    )
+    input_size: int = Field(640, ge=128)
+    det_thresh: float = Field(0.5, gt=0, lt=1)
+    nms_thresh: float = Field(0.4, gt=0, lt=1)
+    policy: Literal["all", "largest"] = Field("all", description="largest = paper protocol; all = moderation")
+    max_faces_per_frame: int = Field(32, ge=1)
+    crop_size: int = Field(256, ge=32)
+    margin_scale: float = Field(1.3, ge=1.0)
+    track_iou: float = Field(0.3, gt=0, lt=1, description="min box IoU to link a face to a track")
+
+
+class ModelConfig(_Section):
+    arch: str = Field("ViT-L-14", description="open_clip ViT name")
+    pretrained: str = Field("openai", description="'openai', a local weights file, or 'none' (random init)")
+    checkpoint: Path | None = Field(None, description="LN-tuned checkpoint (.safetensors + manifest)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    aggregation: Literal["mean", "median"] = "mean"
+
+
+class StreamConfig(_Section):
+    decoders: int = Field(1, ge=1)
+    face_workers: int = Field(1, ge=1)
+    detectors: int = Field(1, ge=1)
+    detector_num_gpus: float = Field(0.0, ge=0, description="GPUs per detector actor (0 = CPU)")
+    detector_num_cpus: float = Field(1.0, gt=0)
+    batch_size: int = Field(32, ge=1, description="max crops per detector batch")
+    batch_wait_ms: int = Field(50, ge=0, description="max wait to fill a batch")
+    max_in_flight: int = Field(8, ge=1, description="videos in flight (backpressure bound)")
+    max_restarts: int = Field(3, ge=0, description="Ray actor restarts before a video errors")
+    video_timeout_s: float = Field(600.0, gt=0, description="a video still unfinished after this errors out")
+
+
+class ThresholdConfig(_Section):
+    fake: float = Field(0.6, ge=0, le=1, description="p_fake >= this -> 'fake'")
+    real: float = Field(0.4, ge=0, le=1, description="p_fake <= this -> 'real'; between -> 'uncertain'")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ThresholdConfig:
+        if self.real > self.fake:
+            msg = f"thresholds.real ({self.real}) must not exceed thresholds.fake ({self.fake})"
+            raise ValueError(msg)
+        return self
+
+
+class ClipguardConfig(BaseSettings):
+    """Everything `clipguard run` needs; see module docstring for precedence."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLIPGUARD_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    kafka: KafkaConfig = KafkaConfig()
+    redis: RedisConfig = RedisConfig()
+    ray: RayConfig = RayConfig()
+    source: SourceConfig = SourceConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    faces: FacesConfig = FacesConfig()
+    model: ModelConfig = ModelConfig()
+    stream: StreamConfig = StreamConfig()
+    thresholds: ThresholdConfig = ThresholdConfig()

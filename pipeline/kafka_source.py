@@ -1,0 +1,169 @@
+"""Kafka consumer adapter: poll jobs with a capacity bound, commit only finished work.
+
+The commit protocol, in order (the one place that owns it):
+  1. ``poll(capacity)`` hands out at most ``capacity`` messages; each offset is
+     recorded in the :class:`OffsetTracker` as pending. With no capacity left all
+     assigned partitions are paused, yet ``poll`` keeps being called so the group
+     membership and ``max.poll.interval.ms`` stay healthy.
+  2. The caller stores the verdict (or dead letter) in Redis.
+  3. Only then does it call ``done(source)``.
+  4. ``commit()`` commits, per partition, the lowest offset whose verdict is not
+     stored yet (Kafka's "next to read"). A failed commit is retried next time.
+  On a rebalance, revoked partitions first commit what is finished, then are
+  forgotten: their in-flight results no longer commit (the next owner redoes
+  them; Redis writes are idempotent).
+
+Not thread-safe, like KafkaConsumer itself: use it from one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from pipeline.config import KafkaConfig
+from pipeline.contracts import SourceRef
+from pipeline.message_codec import ParsedMessage, parse_message
+from pipeline.offset_tracker import OffsetTracker
+
+log = logging.getLogger(__name__)
+
+
+def security_kwargs(cfg: KafkaConfig) -> dict[str, Any]:
+    """kafka-python client settings for SASL/SSL (shared by consumer, producer, admin)."""
+    kw: dict[str, Any] = {"security_protocol": cfg.security_protocol}
+    if cfg.sasl_mechanism:
+        kw["sasl_mechanism"] = cfg.sasl_mechanism
+        kw["sasl_plain_username"] = cfg.sasl_username
+        kw["sasl_plain_password"] = cfg.sasl_password.get_secret_value() if cfg.sasl_password else None
+    for ours, theirs in (("ssl_cafile", "ssl_cafile"), ("ssl_certfile", "ssl_certfile"), ("ssl_keyfile", "ssl_keyfile")):
+        value = getattr(cfg, ours)
+        if value is not None:
+            kw[theirs] = str(value)
+    return kw
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked):
+        self.source._on_revoked(list(revoked))  # noqa: SLF001 - the listener is part of the source
+
+    def on_partitions_assigned(self, assigned):
+        self.source._on_assigned(list(assigned))  # noqa: SLF001
+
+
+class KafkaSource:
+    """A consumer-group member handing out parsed jobs and committing finished ones."""
+
+    def __init__(self, cfg: KafkaConfig, bootstrap: str | None = None, client_id: str = "clipguard") -> None:
+        self.cfg = cfg
+        self.tracker = OffsetTracker()
+        self._paused = False
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=(bootstrap or cfg.bootstrap).split(","),
+            group_id=cfg.group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            max_poll_interval_ms=cfg.max_poll_interval_ms,
+            fetch_max_bytes=max(cfg.max_message_bytes * 4, 1 << 20),
+            **security_kwargs(cfg),
+        )
+        self.consumer.subscribe([cfg.topic], listener=_Rebalance(self))
+
+    # --- rebalance ----------------------------------------------------------------------
+    def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", revoked)
+        self._commit(only=set(revoked))
+        self.tracker.revoke(revoked)
+
+    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", assigned)
+        for tp in assigned:
+            self.tracker.assign(tp)
+        self._paused = False  # a fresh assignment starts unpaused
+
+    # --- the loop's three calls -----------------------------------------------------------
+    def poll(self, capacity: int) -> list[ParsedMessage]:
+        """Up to ``capacity`` parsed messages; pauses/resumes partitions to keep the bound."""
+        if capacity <= 0:
+            if not self._paused and self.consumer.assignment():
+                self.consumer.pause(*self.consumer.assignment())
+                self._paused = True
+            self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms)  # heartbeats, rebalances
+            return []
+        if self._paused:
+            self.consumer.resume(*self.consumer.paused())
+            self._paused = False
+        batches = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms, max_records=capacity)
+        out = []
+        for tp, records in batches.items():
+            for rec in records:
+                self.tracker.add(tp, rec.offset)
+                ref = SourceRef(tp.topic, tp.partition, rec.offset)
+                out.append(parse_message(rec.value, ref, self.cfg.max_message_bytes))
+        return out
+
+    def done(self, source: SourceRef) -> bool:
+        """The verdict of ``source`` is stored; False if its partition was revoked meanwhile."""
+        return self.tracker.done(TopicPartition(source.topic, source.partition), source.offset)
+
+    def commit(self) -> dict[TopicPartition, int]:
+        """Commit finished prefixes; returns what was committed."""
+        return self._commit()
+
+    def _commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        ready = {tp: off for tp, off in self.tracker.committable().items() if only is None or tp in only}
+        if not ready:
+            return {}
+        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in ready.items()}
+        try:
+            self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Not fatal: the same prefix is committed next time, or redone by the next owner.
+            log.warning("offset commit failed (%s); will retry: %s", exc, ready)
+            return {}
+        for tp, off in ready.items():
+            self.tracker.committed(tp, off)
+        return ready
+
+    @property
+    def in_flight(self) -> int:
+        return self.tracker.in_flight()
+
+    def lag(self) -> dict[int, int]:
+        """Consumer lag per assigned partition: log end minus the committed offset.
+
+        This is what monitoring tools call lag, so it counts both unread and in-flight
+        (read but not yet committed) messages.
+        """
+        assignment = list(self.consumer.assignment())
+        if not assignment:
+            return {}
+        ends = self.consumer.end_offsets(assignment)
+        starts = self.consumer.beginning_offsets(assignment)
+        out = {}
+        for tp in assignment:
+            committed = self.consumer.committed(tp)
+            base = committed if committed is not None else starts.get(tp, 0)
+            # The fetch high watermark is exact; Tansu's ListOffsets answers per record
+            # batch, so take the larger of the two.
+            end = max(ends.get(tp, 0), self.consumer.highwater(tp) or 0)
+            out[tp.partition] = max(0, end - base)
+        return out
+
+    def close(self) -> None:
+        """Commit what is finished and leave the group (fast rebalance for the others)."""
+        try:
+            self._commit()
+        finally:
+            self.consumer.close(autocommit=False)

@@ -1,0 +1,79 @@
+"""The detector module: CLIP visual tower + normalised linear head."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from training.model.config import DetectorConfig
+from training.model.head import HeadOutput, NormLinearHead
+from training.model.lntuning import apply_ln_tuning
+from training.model.tower import build_visual_tower
+
+logger = logging.getLogger(__name__)
+
+
+class Detector(nn.Module):
+    """Maps preprocessed images (B, 3, 224, 224) to logits and unit embeddings.
+
+    Attributes:
+        tower: the open_clip VisionTransformer, ``proj`` removed.
+        head: :class:`NormLinearHead`.
+        arch, base_source, quick_gelu: identity of the base tower, recorded in
+            checkpoint manifests and checked when a checkpoint is loaded.
+    """
+
+    def __init__(
+        self, tower: nn.Module, feature_dim: int, *, arch: str, base_source: str, quick_gelu: bool, num_classes: int = 2
+    ) -> None:
+        super().__init__()
+        self.tower = tower
+        self.head = NormLinearHead(feature_dim, num_classes)
+        self.feature_dim = feature_dim
+        self.arch = arch
+        self.base_source = base_source
+        self.quick_gelu = quick_gelu
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """CLS token after ``ln_post`` (B, feature_dim), the method's feature f."""
+        return self.tower(images)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit embeddings z (B, feature_dim), fp32; training applies slerp to these."""
+        return self.head.embed(self.features(images))
+
+    def forward(self, images: torch.Tensor) -> HeadOutput:
+        """Logits and unit embeddings."""
+        return self.head(self.features(images))
+
+
+def build_detector(config: DetectorConfig) -> Detector:
+    """Build the tower and a fresh head on the CPU, LN-tuning applied.
+
+    The head is untrained until a checkpoint is loaded into it.
+
+    Raises:
+        ModelError: the tower cannot be built (see :func:`build_visual_tower`).
+    """
+    tower = build_visual_tower(config.arch, config.pretrained, quick_gelu=config.quick_gelu)
+    detector = Detector(
+        tower.module,
+        tower.feature_dim,
+        arch=config.arch,
+        base_source=tower.base_source,
+        quick_gelu=config.quick_gelu,
+        num_classes=config.num_classes,
+    )
+    counts = apply_ln_tuning(detector)
+    logger.info(
+        "built %s (base %s): %d of %d parameters trainable (%d LayerNorm + %d head)",
+        config.arch,
+        tower.base_source,
+        counts.trainable,
+        counts.total,
+        counts.layernorm,
+        counts.head,
+    )
+    return detector
