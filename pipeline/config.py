@@ -76,6 +76,11 @@ class SamplingConfig(_Section):
     num_frames: int = Field(32, ge=1, le=1024)
     fps: float = Field(1.0, gt=0, description="frames per second in fps mode (capped by num_frames)")
     max_side: int = Field(1280, ge=64, description="frames are downscaled so the longer side is at most this")
+    # Added for workers/frame_decoder.py: below this, one pass with a select filter
+    # (exact frame indices, VFR-safe); above it, one seek per sampled frame.
+    select_max_frames: int = Field(
+        3000, ge=1, description="videos with at most this many frames are decoded in one select pass; longer ones seek"
+    )
 
 
 class FacesConfig(_Section):
@@ -106,6 +111,10 @@ class StreamConfig(_Section):
     detectors: int = Field(1, ge=1)
     detector_num_gpus: float = Field(0.0, ge=0, description="GPUs per detector actor (0 = CPU)")
     detector_num_cpus: float = Field(1.0, gt=0)
+    decoder_num_cpus: float = Field(0.5, gt=0, description="ffmpeg runs as a child process of the decoder")
+    face_num_cpus: float = Field(1.0, gt=0)
+    decode_concurrency: int = Field(2, ge=1, description="ffmpeg processes at once per decoder")
+    drain_timeout_s: float = Field(60.0, ge=0, description="on shutdown, wait this long for in-flight videos")
     batch_size: int = Field(32, ge=1, description="max crops per detector batch")
     batch_wait_ms: int = Field(50, ge=0, description="max wait to fill a batch")
     max_in_flight: int = Field(8, ge=1, description="videos in flight (backpressure bound)")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # Set before any test module imports torch/open_clip/huggingface_hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Ray 2.60 heads turn token auth on; every client (this process, CLI subprocesses,
+# `ray job submit`) must say so before `import ray` reads it.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import pytest  # noqa: E402
 
@@ -67,3 +72,32 @@ def redis_config(redis_server):
     from pipeline.config import RedisConfig
 
     return RedisConfig(url=redis_server.url, key_prefix=f"test-{uuid.uuid4().hex[:8]}", retry_initial_s=0.05)
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    """A local Ray head started once (`ray start --head`), as on a real cluster.
+
+    Drivers (the test process, `clipguard run` subprocesses, `ray job submit`)
+    connect to it; killing a driver kills only that driver's actors.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    from pipeline.assets import REPO_ROOT
+    from pipeline.embedded_services import free_port
+
+    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    import tempfile
+
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray puts unix sockets under it
+    cmd = [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=6", "--include-dashboard=false",
+           "--node-ip-address=127.0.0.1",
+           "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
+    address = f"127.0.0.1:{port}"
+    yield address
+    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -1,0 +1,62 @@
+"""Resolve ``embedded`` Kafka/Redis settings into running loopback services.
+
+`clipguard run` (and `demo`) start what is set to ``embedded`` and record the
+addresses in ``<state dir>/endpoints.json``, so `publish`, `verdict` and `watch`
+in another terminal find the same services without flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.config import EMBEDDED, ClipguardConfig
+from pipeline.embedded_services import start_kafka, start_redis, state_dir
+from pipeline.errors import ConfigError
+
+
+def endpoints_file() -> Path:
+    return state_dir() / "endpoints.json"
+
+
+@contextlib.contextmanager
+def resolved_endpoints(cfg: ClipguardConfig, workdir: Path | None = None) -> Iterator[ClipguardConfig]:
+    """The config with embedded services started and their addresses filled in."""
+    started = []
+    try:
+        kafka, redis = cfg.kafka, cfg.redis
+        if kafka.bootstrap == EMBEDDED:
+            broker = start_kafka(workdir=workdir)
+            started.append(broker)
+            kafka = kafka.model_copy(update={"bootstrap": broker.bootstrap})
+        if redis.url == EMBEDDED:
+            server = start_redis(workdir=workdir)
+            started.append(server)
+            redis = redis.model_copy(update={"url": server.url})
+        if started:
+            endpoints_file().write_text(json.dumps({"kafka": kafka.bootstrap, "redis": redis.url}))
+        yield cfg.model_copy(update={"kafka": kafka, "redis": redis})
+    finally:
+        if started:
+            endpoints_file().unlink(missing_ok=True)
+        for service in reversed(started):
+            service.stop()
+
+
+def client_config(cfg: ClipguardConfig) -> ClipguardConfig:
+    """For client commands: ``embedded`` means the services a running `clipguard run` started."""
+    if cfg.kafka.bootstrap != EMBEDDED and cfg.redis.url != EMBEDDED:
+        return cfg
+    path = endpoints_file()
+    if not path.is_file():
+        msg = (
+            "Kafka/Redis are set to 'embedded' but no `clipguard run`/`demo` with embedded services is running "
+            f"({path} is missing): start one, or pass --kafka-bootstrap / --redis-url"
+        )
+        raise ConfigError(msg)
+    found = json.loads(path.read_text())
+    kafka = cfg.kafka if cfg.kafka.bootstrap != EMBEDDED else cfg.kafka.model_copy(update={"bootstrap": found["kafka"]})
+    redis = cfg.redis if cfg.redis.url != EMBEDDED else cfg.redis.model_copy(update={"url": found["redis"]})
+    return cfg.model_copy(update={"kafka": kafka, "redis": redis})

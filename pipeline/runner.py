@@ -1,0 +1,125 @@
+"""`clipguard run`: start (or join) Ray, build the topology, supervise, shut down cleanly.
+
+SIGTERM/SIGINT stop polling everywhere; in-flight videos get
+``stream.drain_timeout_s`` to finish and be committed; the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import ray
+
+from pipeline.assets import REPO_ROOT
+from pipeline.config import ClipguardConfig
+from pipeline.endpoints import resolved_endpoints
+from pipeline.topology import Topology, local_ray_cpus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunTotals:
+    """Sum of the decoders' counters at one moment."""
+
+    received: int = 0
+    verdicts: int = 0
+    dead_letters: int = 0
+    in_flight: int = 0
+    lag: int = 0
+    lag_measured: bool = False
+    by_status: dict[str, int] = field(default_factory=dict)
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, stats: list[dict]) -> RunTotals:
+        t = cls()
+        for s in stats:
+            t.received += s["received"]
+            t.verdicts += s["verdicts"]
+            t.dead_letters += s["dead_letters"]
+            t.in_flight += s["in_flight"]
+            t.lag += sum(s["lag"].values())
+            t.lag_measured = t.lag_measured or s["lag_measured"]
+            for k, v in s["by_status"].items():
+                t.by_status[k] = t.by_status.get(k, 0) + v
+            for k, v in s["errors_by_kind"].items():
+                t.errors_by_kind[k] = t.errors_by_kind.get(k, 0) + v
+        return t
+
+
+def init_ray(cfg: ClipguardConfig) -> bool:
+    """Connect to the configured Ray, or start a local one. True if we started it."""
+    if ray.is_initialized():
+        return False
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace)
+        return False
+    ray.init(
+        address="local",  # a new local instance, never a stray one found on this machine
+        namespace=cfg.ray.namespace,
+        num_cpus=local_ray_cpus(cfg),
+        _node_ip_address="127.0.0.1",  # a local instance talks over loopback only
+        # Workers import this checkout's packages exactly as the driver does.
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
+    )
+    return True
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (installed only on the main thread)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+        self.event.set()
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: self.set(signal.Signals(signum).name))
+
+
+def run_stream(
+    cfg: ClipguardConfig,
+    *,
+    stop_when: Callable[[RunTotals], bool] | None = None,
+    on_progress: Callable[[RunTotals, Topology], None] | None = None,
+    on_ready: Callable[[ClipguardConfig, Topology], None] | None = None,
+    stop: StopFlag | None = None,
+    interval_s: float = 1.0,
+) -> RunTotals:
+    """Run the stream until a signal, ``stop`` or ``stop_when(totals)``; returns the last totals."""
+    stop = stop or StopFlag()
+    with resolved_endpoints(cfg) as live:
+        started_ray = init_ray(live)
+        stop.install()  # after ray.init: Ray's core worker installs its own (aborting) SIGTERM handler
+        topology = None
+        try:
+            topology = Topology(live).start()
+            log.info("stream up: model %s; %d decoders, %d face, %d detector actors", topology.model_version,
+                     len(topology.decoders), len(topology.faces), len(topology.detectors))  # fmt: skip
+            if on_ready:
+                on_ready(live, topology)
+            totals = RunTotals()
+            while not stop.event.is_set():
+                stop.event.wait(interval_s)
+                totals = RunTotals.of(topology.stats())
+                if on_progress:
+                    on_progress(totals, topology)
+                if stop_when and stop_when(totals):
+                    stop.set("done")
+            log.info("stopping (%s): draining in-flight videos", stop.reason)
+            final = topology.stop(live.stream.drain_timeout_s + 30)
+            return RunTotals.of(final) if final else totals
+        finally:
+            if started_ray:
+                ray.shutdown()

@@ -1,0 +1,146 @@
+"""One video's path through the stages, as plain async code (no Ray, Kafka or Redis).
+
+``process_video`` turns a :class:`VideoJob` into exactly one :class:`Verdict`:
+``done`` with scores, ``no_face``, or ``error`` with a kind and message. It
+never raises for a bad video; the stage callables are injected, so the Ray
+decoder actor passes remote calls and tests pass local functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import ClipguardConfig
+from pipeline.contracts import CropScore, FaceCrop, SampledFrame, VideoJob, Verdict
+from pipeline.errors import ClipguardError, DecodeTimeoutError
+from workers.aggregation import aggregate, label_for, most_suspicious, track_scores
+
+log = logging.getLogger(__name__)
+
+
+class WorkerLostError(ClipguardError):
+    """A stage actor died and its restarts and retries were used up."""
+
+    kind = "worker_lost"
+
+
+@dataclass(frozen=True)
+class FaceStageResult:
+    """What the face stage returns for one video."""
+
+    crops: list[FaceCrop]
+    frames_sampled: int
+    frames_with_faces: int
+    faces_found: int
+
+
+@dataclass
+class Stages:
+    """The three stage calls; each may raise a ClipguardError for the video."""
+
+    # -> (frames, (width, height) of the upright source video, for reporting boxes)
+    decode: Callable[[VideoJob], Awaitable[tuple[list[SampledFrame], tuple[int, int] | None]]]
+    faces: Callable[[str, list[SampledFrame], tuple[int, int] | None], Awaitable[FaceStageResult]]
+    score: Callable[[np.ndarray], Awaitable[np.ndarray]]
+    # exception types that mean "a worker died" (e.g. ray.exceptions.RayActorError)
+    worker_errors: tuple[type[BaseException], ...] = ()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def error_verdict(job: VideoJob, model_version: str, exc: ClipguardError, **extra: Any) -> Verdict:
+    return Verdict(
+        video_id=job.video_id,
+        status="error",
+        model_version=model_version,
+        error_kind=exc.kind,
+        error_message=exc.message,
+        source=job.source,
+        metadata=job.metadata,
+        completed_at=now_iso(),
+        **extra,
+    )
+
+
+async def _run_stages(job: VideoJob, stages: Stages, cfg: ClipguardConfig, model_version: str, received_at: str,
+                      timings: dict[str, float]) -> Verdict:  # fmt: skip
+    t0 = time.perf_counter()
+    frames, source_size = await stages.decode(job)
+    t1 = time.perf_counter()
+    timings["decode"] = t1 - t0
+    faces = await stages.faces(job.video_id, frames, source_size)
+    del frames  # the frames are not needed past the face stage
+    t2 = time.perf_counter()
+    timings["faces"] = t2 - t1
+    common = {
+        "video_id": job.video_id,
+        "model_version": model_version,
+        "frames_sampled": faces.frames_sampled,
+        "frames_with_faces": faces.frames_with_faces,
+        "faces_found": faces.faces_found,
+        "source": job.source,
+        "metadata": job.metadata,
+        "received_at": received_at,
+        "timings_s": timings,
+    }
+    if not faces.crops:
+        return Verdict(status="no_face", completed_at=now_iso(), **common)
+    p_fake = await stages.score(np.stack([c.image for c in faces.crops]))
+    timings["detect"] = time.perf_counter() - t2
+    scores = tuple(
+        CropScore(job.video_id, c.frame_index, c.track_id, c.box, c.det_score, float(p))
+        for c, p in zip(faces.crops, p_fake, strict=True)
+    )
+    method = cfg.model.aggregation
+    video_p = aggregate([s.p_fake for s in scores], method)
+    tracks = track_scores(scores, method)
+    return Verdict(
+        status="done",
+        p_fake=video_p,
+        label=label_for(video_p, cfg.thresholds),
+        tracks=tracks,
+        top_track=most_suspicious(tracks),
+        crop_scores=scores,
+        completed_at=now_iso(),
+        **common,
+    )
+
+
+async def process_video(job: VideoJob, stages: Stages, cfg: ClipguardConfig, model_version: str,
+                        attempts: int = 2) -> Verdict:  # fmt: skip
+    """Run one job to a verdict. A dead worker is retried ``attempts`` times in all."""
+    received_at = now_iso()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    for attempt in range(1, attempts + 1):
+        try:
+            verdict = await asyncio.wait_for(
+                _run_stages(job, stages, cfg, model_version, received_at, timings), cfg.stream.video_timeout_s
+            )
+            timings["total"] = time.perf_counter() - start
+            return verdict
+        except ClipguardError as exc:
+            # Ray re-raises remote errors as RayTaskError subclasses of the cause's type;
+            # the original (with its message) is on .cause.
+            exc = getattr(exc, "cause", None) if isinstance(getattr(exc, "cause", None), ClipguardError) else exc
+            return error_verdict(job, model_version, exc, received_at=received_at, timings_s=timings)
+        except TimeoutError:
+            exc = DecodeTimeoutError(f"video not finished within {cfg.stream.video_timeout_s:.0f}s")
+            return error_verdict(job, model_version, exc, received_at=received_at, timings_s=timings)
+        except stages.worker_errors as exc:
+            log.warning("video %s (%s): worker lost on attempt %d/%d: %s", job.video_id, job.source, attempt,
+                        attempts, exc)  # fmt: skip
+            if attempt == attempts:
+                lost = WorkerLostError(f"a stage worker died {attempts} times: {type(exc).__name__}")
+                return error_verdict(job, model_version, lost, received_at=received_at, timings_s=timings)
+    raise AssertionError("unreachable")

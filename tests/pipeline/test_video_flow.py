@@ -1,0 +1,93 @@
+import asyncio
+
+import numpy as np
+import pytest
+
+from pipeline.config import ClipguardConfig, StreamConfig
+from pipeline.contracts import FaceCrop, SampledFrame, SourceRef, VideoJob
+from pipeline.errors import CorruptVideoError
+from pipeline.video_flow import FaceStageResult, Stages, process_video
+
+JOB = VideoJob("vid", metadata={"k": 1}, source=SourceRef("t", 0, 4))
+CFG = ClipguardConfig()
+
+
+def _crop(frame, track):
+    return FaceCrop("vid", frame, frame / 10, track, (0, 0, 10, 10), 0.9, np.zeros((5, 2)),
+                    np.full((256, 256, 3), frame, np.uint8))
+
+
+async def _decode(job):
+    return [SampledFrame(i, i / 10, np.zeros((8, 8, 3), np.uint8)) for i in range(4)], (8, 8)
+
+
+async def _faces(video_id, frames, source_size):
+    crops = [_crop(f.index, t) for f in frames for t in (0, 1)]
+    return FaceStageResult(crops, len(frames), len(frames), len(crops))
+
+
+async def _score(crops):
+    # track 1 crops look fake: score by pixel value parity of the frame is irrelevant; use order
+    return np.array([0.9 if i % 2 else 0.1 for i in range(len(crops))], dtype=np.float32)
+
+
+def test_process_video_done_verdict_has_scores_tracks_and_provenance():
+    v = asyncio.run(process_video(JOB, Stages(_decode, _faces, _score), CFG, "m-1"))
+    assert v.status == "done" and v.p_fake == pytest.approx(0.5) and v.label == "uncertain"
+    assert [(t.track_id, round(t.p_fake, 3)) for t in v.tracks] == [(0, 0.1), (1, 0.9)]
+    assert v.top_track == 1
+    assert (v.frames_sampled, v.frames_with_faces, v.faces_found) == (4, 4, 8)
+    assert len(v.crop_scores) == 8 and v.source == JOB.source and v.metadata == {"k": 1}
+    assert {"decode", "faces", "detect", "total"} <= set(v.timings_s)
+    assert v.model_version == "m-1" and v.received_at and v.completed_at
+
+
+def test_process_video_no_face_is_its_own_status():
+    async def no_faces(video_id, frames, source_size):
+        return FaceStageResult([], len(frames), 0, 0)
+
+    v = asyncio.run(process_video(JOB, Stages(_decode, no_faces, _score), CFG, "m-1"))
+    assert v.status == "no_face" and v.p_fake is None and v.label is None and v.frames_sampled == 4
+
+
+def test_process_video_typed_error_becomes_error_verdict():
+    async def corrupt(job):
+        raise CorruptVideoError("moov atom not found")
+
+    v = asyncio.run(process_video(JOB, Stages(corrupt, _faces, _score), CFG, "m-1"))
+    assert (v.status, v.error_kind, v.error_message) == ("error", "corrupt", "moov atom not found")
+    assert v.p_fake is None
+
+
+class Died(Exception):
+    pass
+
+
+def test_process_video_retries_a_lost_worker_then_succeeds():
+    calls = []
+
+    async def flaky(crops):
+        calls.append(1)
+        if len(calls) == 1:
+            raise Died("actor died")
+        return await _score(crops)
+
+    v = asyncio.run(process_video(JOB, Stages(_decode, _faces, flaky, worker_errors=(Died,)), CFG, "m-1"))
+    assert v.status == "done" and len(calls) == 2
+
+
+def test_process_video_gives_a_worker_lost_error_after_the_attempts():
+    async def dead(crops):
+        raise Died("actor died")
+
+    v = asyncio.run(process_video(JOB, Stages(_decode, _faces, dead, worker_errors=(Died,)), CFG, "m-1"))
+    assert (v.status, v.error_kind) == ("error", "worker_lost")
+
+
+def test_process_video_times_out_with_a_timeout_error_verdict():
+    async def hang(job):
+        await asyncio.sleep(60)
+
+    cfg = CFG.model_copy(update={"stream": StreamConfig(video_timeout_s=0.2)})
+    v = asyncio.run(process_video(JOB, Stages(hang, _faces, _score), cfg, "m-1"))
+    assert (v.status, v.error_kind) == ("error", "timeout")

@@ -1,0 +1,104 @@
+"""Decoder actor: a Kafka consumer-group member that samples frames with ffmpeg.
+
+Each decoder owns one KafkaSource (partitions are spread over decoders by the
+group), decodes its videos locally (ffmpeg subprocesses on a small thread
+pool), sends frames to the least-busy face actor and crops to the least-busy
+detector, and stores the verdict before committing (``pipeline.consume_loop``).
+Nothing here survives a restart on purpose: uncommitted messages are simply
+redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict
+
+import numpy as np
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from pipeline.config import ClipguardConfig
+from pipeline.consume_loop import ConsumeLoop
+from pipeline.contracts import SampledFrame, VideoJob, Verdict
+from pipeline.kafka_source import KafkaSource
+from pipeline.metrics import StreamMetrics
+from pipeline.stage_router import StageRouter
+from pipeline.verdict_store import VerdictStore
+from pipeline.video_flow import FaceStageResult, Stages, process_video
+from workers.frame_decoder import FrameDecoder
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote
+class DecoderActor:
+    def __init__(self, cfg: ClipguardConfig, name: str, faces: list, detectors: list, model_version: str) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+        self.cfg = cfg
+        self.name = name
+        self.faces = StageRouter(faces)
+        self.detectors = StageRouter(detectors)
+        self.version = model_version
+        self.frame_decoder = FrameDecoder(cfg.source, cfg.sampling)
+        self.decode_slots = asyncio.Semaphore(cfg.stream.decode_concurrency)
+        self.metrics = StreamMetrics.create()
+        self.stages = Stages(
+            decode=self._decode,
+            faces=self._faces,
+            score=self._score,
+            worker_errors=(RayActorError, ActorDiedError, ActorUnavailableError),
+        )
+        self.loop = ConsumeLoop(
+            source_factory=lambda: KafkaSource(cfg.kafka, client_id=f"clipguard-{name}"),
+            store=VerdictStore(cfg.redis),
+            process=lambda job: process_video(job, self.stages, cfg, self.version),
+            model_version=lambda: self.version,
+            max_in_flight=cfg.stream.max_in_flight,
+            on_verdict=self._observe,
+            drain_timeout_s=cfg.stream.drain_timeout_s,
+        )
+
+    # --- control ------------------------------------------------------------------
+    async def run(self) -> dict:
+        stats = await self.loop.run()
+        return asdict(stats)
+
+    def stop(self) -> None:
+        self.loop.stop()
+
+    def stats(self) -> dict:
+        s = asdict(self.loop.stats)
+        s["decoder"] = self.name
+        return s
+
+    def set_pools(self, faces: list, detectors: list) -> None:
+        self.faces.replace(faces)
+        self.detectors.replace(detectors)
+
+    # --- stages ---------------------------------------------------------------------
+    async def _decode(self, job: VideoJob) -> tuple[list[SampledFrame], tuple[int, int]]:
+        self.metrics.videos_in.inc()
+        async with self.decode_slots:
+            decoded = await asyncio.to_thread(self.frame_decoder.decode, job)
+        return list(decoded.frames), (decoded.info.width, decoded.info.height)
+
+    async def _faces(self, video_id: str, frames: list[SampledFrame], size: tuple[int, int]) -> FaceStageResult:
+        with self.faces.lease() as actor:
+            return await actor.crop.remote(video_id, frames, size)
+
+    async def _score(self, crops: np.ndarray) -> np.ndarray:
+        with self.detectors.lease() as actor:
+            return await actor.score.remote(crops)
+
+    def _observe(self, verdict: Verdict) -> None:
+        m = self.metrics
+        m.videos_out.inc(tags={"status": verdict.status})
+        if verdict.error_kind:
+            m.errors.inc(tags={"kind": verdict.error_kind})
+        for stage, seconds in verdict.timings_s.items():
+            m.stage_latency.observe(seconds, tags={"stage": stage})
+        m.in_flight.set(self.loop.stats.in_flight, tags={"decoder": self.name})
+        for partition, lag in self.loop.stats.lag.items():
+            m.consumer_lag.set(lag, tags={"partition": str(partition)})
