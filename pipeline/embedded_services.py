@@ -197,8 +197,11 @@ def reap_stale() -> list[int]:
     for pid_file in state_dir().glob("*.pid"):
         with contextlib.suppress(ValueError, OSError):
             pid = int(pid_file.read_text())
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+            # Only our binaries: a recycled PID belongs to someone else.
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"tansu" in cmdline or b"redis-server" in cmdline:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
         pid_file.unlink(missing_ok=True)
     return killed
 

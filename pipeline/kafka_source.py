@@ -9,9 +9,11 @@ The commit protocol, in order (the one place that owns it):
   3. Only then does it call ``done(source)``.
   4. ``commit()`` commits, per partition, the lowest offset whose verdict is not
      stored yet (Kafka's "next to read"). A failed commit is retried next time.
-  On a rebalance, revoked partitions first commit what is finished, then are
-  forgotten: their in-flight results no longer commit (the next owner redoes
-  them; Redis writes are idempotent).
+  On a rebalance, revoked partitions are forgotten: their in-flight results no
+  longer commit (the next owner redoes them; Redis writes are idempotent). The
+  listener does not commit: kafka-python 3 runs it on its IO thread, where a
+  blocking commit is refused, and the loop already commits finished prefixes
+  after every poll, so at most the last poll interval's finished work is redone.
 
 Not thread-safe, like KafkaConsumer itself: use it from one thread.
 """
@@ -83,7 +85,6 @@ class KafkaSource:
     # --- rebalance ----------------------------------------------------------------------
     def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", revoked)
-        self._commit(only=set(revoked))
         self.tracker.revoke(revoked)
 
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -119,10 +120,7 @@ class KafkaSource:
 
     def commit(self) -> dict[TopicPartition, int]:
         """Commit finished prefixes; returns what was committed."""
-        return self._commit()
-
-    def _commit(self, only: set[TopicPartition] | None = None) -> dict[TopicPartition, int]:
-        ready = {tp: off for tp, off in self.tracker.committable().items() if only is None or tp in only}
+        ready = self.tracker.committable()
         if not ready:
             return {}
         offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in ready.items()}
@@ -164,6 +162,6 @@ class KafkaSource:
     def close(self) -> None:
         """Commit what is finished and leave the group (fast rebalance for the others)."""
         try:
-            self._commit()
+            self.commit()
         finally:
             self.consumer.close(autocommit=False)

@@ -112,6 +112,7 @@ def run_stream(
             totals = RunTotals()
             while not stop.event.is_set():
                 stop.event.wait(interval_s)
+                topology.supervise()
                 totals = RunTotals.of(topology.stats())
                 if on_progress:
                     on_progress(totals, topology)

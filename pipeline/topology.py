@@ -113,6 +113,22 @@ class Topology:
         for decoder in self.decoders:
             decoder.set_pools.remote(self.faces, self.detectors)
 
+    def supervise(self) -> int:
+        """Replace decoders whose run() ended on its own (a bug, not a crash: Ray retries crashes)."""
+        ended, _ = ray.wait(list(self.runs), num_returns=len(self.runs), timeout=0)
+        for ref in ended:
+            decoder = self.runs.pop(ref)
+            try:
+                ray.get(ref)
+                log.error("a decoder's consumer loop returned without being stopped; replacing it")
+            except ray.exceptions.RayError as exc:
+                log.error("a decoder's consumer loop failed; replacing it: %s", exc)
+            if decoder in self.decoders:
+                self.decoders.remove(decoder)
+                ray.kill(decoder, no_restart=True)
+                self.add_decoder()
+        return len(ended)
+
     def stats(self, timeout_s: float = 5.0) -> list[dict]:
         refs = [d.stats.remote() for d in self.decoders]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)

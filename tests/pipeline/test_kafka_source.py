@@ -95,3 +95,33 @@ def test_kafka_source_lag_counts_unread_and_in_flight(kafka_config):
     assert len(got) == 1
     assert src.lag() == {0: 4}  # 3 unread + 1 in flight
     src.close()
+
+
+def test_kafka_source_rebalance_commits_finished_work_and_hands_over_the_rest(kafka_config):
+    cfg = kafka_config.model_copy(update={"partitions": 2})
+    _publish(cfg, [f"v{i}" for i in range(8)])
+    a = KafkaSource(cfg)
+    first = _drain(a, 8)
+    assert len(first) == 8 and {m.job.source.partition for m in first} == {0, 1}
+    finished = [m for m in first if m.job.source.offset == 0]  # first message of each partition
+    for m in finished:
+        assert a.done(m.job.source)
+    a.commit()  # the consume loop commits finished prefixes after every poll
+    # A second member joins and takes one partition over.
+    b = KafkaSource(cfg)
+    got_b, deadline = [], time.monotonic() + 30
+    while time.monotonic() < deadline and not b.consumer.assignment():
+        a.poll(100)
+        got_b += b.poll(100)
+    moved = {tp.partition for tp in b.consumer.assignment()}
+    assert len(moved) == 1
+    # b resumes right after a's finished prefix of the moved partition
+    while time.monotonic() < deadline and len(got_b) < 3:
+        a.poll(100)
+        got_b += b.poll(100)
+    assert [m.job.source.offset for m in got_b] == [1, 2, 3]
+    # a's late results for the moved partition no longer commit
+    late = [m for m in first if m.job.source.partition in moved and m.job.source.offset > 0]
+    assert late and not any(a.done(m.job.source) for m in late)
+    a.close()
+    b.close()

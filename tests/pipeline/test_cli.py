@@ -1,0 +1,70 @@
+import json
+
+from click.testing import CliRunner
+from kafka import KafkaConsumer
+
+from pipeline.cli import cli
+from pipeline.contracts import Verdict
+from pipeline.verdict_store import VerdictStore
+
+
+def _flags(kafka_config, redis_config):
+    return ["--kafka-bootstrap", kafka_config.bootstrap, "--kafka-topic", kafka_config.topic,
+            "--redis-url", redis_config.url, "--redis-key-prefix", redis_config.key_prefix]
+
+
+def test_cli_publish_ids_files_and_json_jobs(kafka_config, redis_config, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "clip.mp4"
+    outside.write_bytes(b"x")
+    flags = _flags(kafka_config, redis_config) + ["--source-video-root", str(root)]
+    r = CliRunner().invoke(cli, ["publish", *flags, "a/b.mp4", str(outside)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["publish", *flags, "v9", "--uri", "https://h/v9.mp4", "--metadata", '{"t": 1}'])
+    assert r.exit_code == 0, r.output
+    assert (root / "uploads" / "clip.mp4").is_file()  # a file outside the root is copied in
+    c = KafkaConsumer(kafka_config.topic, bootstrap_servers=kafka_config.bootstrap, auto_offset_reset="earliest",
+                      consumer_timeout_ms=5000)
+    values = sorted(m.value for m in c)
+    c.close()
+    assert values == sorted([b"a/b.mp4", b"uploads/clip.mp4",
+                             json.dumps({"video_id": "v9", "uri": "https://h/v9.mp4", "metadata": {"t": 1}}).encode()])
+
+
+def test_cli_verdict_pretty_json_and_missing(kafka_config, redis_config):
+    VerdictStore(redis_config).put(Verdict("x/1", "error", "m-1", error_kind="corrupt", error_message="bad moov"))
+    flags = _flags(kafka_config, redis_config)
+    pretty = CliRunner().invoke(cli, ["verdict", *flags, "x/1"])
+    assert pretty.exit_code == 0 and "corrupt: bad moov" in pretty.output
+    raw = CliRunner().invoke(cli, ["verdict", *flags, "x/1", "--json"])
+    assert json.loads(raw.output)["status"] == "error"
+    missing = CliRunner().invoke(cli, ["verdict", *flags, "nope"])
+    assert missing.exit_code == 1
+
+
+def test_cli_watch_replays_the_verdict_stream(kafka_config, redis_config):
+    store = VerdictStore(redis_config)
+    store.put(Verdict("a", "no_face", "m-1"))
+    store.put(Verdict("b", "no_face", "m-1"))
+    r = CliRunner().invoke(cli, ["watch", *_flags(kafka_config, redis_config), "--from-start", "--count", "2"])
+    assert r.exit_code == 0, r.output
+    assert [json.loads(line)["video_id"] for line in r.output.splitlines()] == ["a", "b"]
+
+
+def test_cli_config_env_and_flags_with_secrets_masked(monkeypatch):
+    monkeypatch.setenv("CLIPGUARD_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("CLIPGUARD_STREAM__BATCH_SIZE", "7")
+    r = CliRunner().invoke(cli, ["config", "--stream-batch-size", "9", "--faces-policy", "largest"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads(r.output)
+    assert cfg["stream"]["batch_size"] == 9 and cfg["faces"]["policy"] == "largest"
+    assert "hunter2" not in r.output
+
+
+def test_cli_rejects_misspelt_and_invalid_values(monkeypatch):
+    r = CliRunner().invoke(cli, ["config", "--faces-policy", "some"])
+    assert r.exit_code != 0 and "invalid configuration" in r.output
+    monkeypatch.setenv("CLIPGUARD_STREAM__BATCH_SIZ", "3")
+    r = CliRunner().invoke(cli, ["config"])
+    assert r.exit_code != 0
