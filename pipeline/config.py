@@ -122,6 +122,26 @@ class StreamConfig(_Section):
     video_timeout_s: float = Field(600.0, gt=0, description="a video still unfinished after this errors out")
 
 
+class AutoscaleConfig(_Section):
+    """Pool sizes follow Kafka lag and stage queues between these bounds (see pipeline/autoscaler.py).
+
+    A bound left unset is the stream's configured count, so nothing moves until a
+    maximum is raised. More decoders than topic partitions would sit idle.
+    """
+
+    enabled: bool = Field(False, description="resize pools with lag/queue depth")
+    interval_s: float = Field(10.0, gt=0, description="seconds between decisions")
+    decoders_min: int | None = Field(None, ge=1)
+    decoders_max: int | None = Field(None, ge=1)
+    face_workers_min: int | None = Field(None, ge=1)
+    face_workers_max: int | None = Field(None, ge=1)
+    detectors_min: int | None = Field(None, ge=1)
+    detectors_max: int | None = Field(None, ge=1)
+    target_drain_s: float = Field(120.0, gt=0, description="grow when the backlog would take longer than this")
+    scale_up_cooldown_s: float = Field(30.0, ge=0)
+    scale_down_cooldown_s: float = Field(300.0, ge=0)
+
+
 class ThresholdConfig(_Section):
     fake: float = Field(0.6, ge=0, le=1, description="p_fake >= this -> 'fake'")
     real: float = Field(0.4, ge=0, le=1, description="p_fake <= this -> 'real'; between -> 'uncertain'")
@@ -149,4 +169,5 @@ class ClipguardConfig(BaseSettings):
     faces: FacesConfig = FacesConfig()
     model: ModelConfig = ModelConfig()
     stream: StreamConfig = StreamConfig()
+    autoscale: AutoscaleConfig = AutoscaleConfig()
     thresholds: ThresholdConfig = ThresholdConfig()

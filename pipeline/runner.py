@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import ray
 
 from pipeline.assets import REPO_ROOT
+from pipeline.autoscaler import PoolAutoscaler
 from pipeline.config import ClipguardConfig
 from pipeline.endpoints import resolved_endpoints
+from pipeline.metrics import StreamMetrics
 from pipeline.topology import Topology, local_ray_cpus
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ class RunTotals:
     in_flight: int = 0
     lag: int = 0
     lag_measured: bool = False
+    faces_outstanding: int = 0  # calls waiting on or running in face actors
+    detectors_outstanding: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -45,6 +49,8 @@ class RunTotals:
             t.in_flight += s["in_flight"]
             t.lag += sum(s["lag"].values())
             t.lag_measured = t.lag_measured or s["lag_measured"]
+            t.faces_outstanding += s.get("faces_outstanding", 0)
+            t.detectors_outstanding += s.get("detectors_outstanding", 0)
             for k, v in s["by_status"].items():
                 t.by_status[k] = t.by_status.get(k, 0) + v
             for k, v in s["errors_by_kind"].items():
@@ -110,10 +116,16 @@ def run_stream(
             if on_ready:
                 on_ready(live, topology)
             totals = RunTotals()
+            autoscaler = PoolAutoscaler(live.autoscale, live.stream) if live.autoscale.enabled else None
+            pool_size = StreamMetrics.create().pool_size
             while not stop.event.is_set():
                 stop.event.wait(interval_s)
                 topology.supervise()
                 totals = RunTotals.of(topology.stats())
+                if autoscaler:
+                    autoscaler.step(totals, topology)
+                for stage in ("decoders", "face_workers", "detectors"):
+                    pool_size.set(topology.size(stage), tags={"stage": stage})
                 if on_progress:
                     on_progress(totals, topology)
                 if stop_when and stop_when(totals):

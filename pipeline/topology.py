@@ -95,6 +95,9 @@ class Topology:
         self.runs[decoder.run.remote()] = decoder
 
     # --- resizing (used by the autoscaler) -------------------------------------------------
+    def size(self, stage: str) -> int:
+        return len({"decoders": self.decoders, "face_workers": self.faces, "detectors": self.detectors}[stage])
+
     def resize(self, stage: str, n: int) -> None:
         if stage == "decoders":
             while len(self.decoders) < n:
@@ -103,7 +106,7 @@ class Topology:
                 decoder = self.decoders.pop()
                 decoder.stop.remote()  # run() returns after draining; the actor is then released
             return
-        pools = {"faces": (self.faces, self._face_actor), "detectors": (self.detectors, self._detector_actor)}
+        pools = {"face_workers": (self.faces, self._face_actor), "detectors": (self.detectors, self._detector_actor)}
         pool, make = pools[stage]
         while len(pool) < n:
             pool.append(make())

@@ -71,6 +71,8 @@ class DecoderActor:
     def stats(self) -> dict:
         s = asdict(self.loop.stats)
         s["decoder"] = self.name
+        s["faces_outstanding"] = self.faces.outstanding
+        s["detectors_outstanding"] = self.detectors.outstanding
         return s
 
     def set_pools(self, faces: list, detectors: list) -> None:

@@ -91,7 +91,7 @@ class DetectorActor:
                 continue
             segments = self.planner.take()
             batch = np.concatenate([self.requests[s.request_id].crops[s.start : s.stop] for s in segments])
-            self.metrics.queue_depth.set(self.planner.pending_items, tags={"stage": "detector"})
+            self.metrics.queue_depth.set(self.planner.pending_items, tags={"stage": "detectors"})
             self.metrics.batch_size.observe(len(batch))
             self.metrics.batch_fill.observe(len(batch) / self.planner.max_batch)
             try:

@@ -1,0 +1,394 @@
+"""KubeRay manifests: valid against KubeRay's own CRDs, consistent with each other and the app."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy.kube import (
+    KUBERAY_DIR,
+    REPO_ROOT,
+    crd_schema,
+    kuberay_schema_dir,
+    load_documents,
+    mutated,
+    quantity,
+    ray_cluster_spec,
+    ray_groups,
+    schema_errors,
+    shared_dir,
+    unknown_field_errors,
+    validate,
+)
+
+KUBERAY_KINDS = {"RayCluster", "RayJob", "RayService"}
+MANIFEST_FILES = sorted(KUBERAY_DIR.glob("*.yaml"))
+
+
+def all_documents() -> list[tuple[str, dict]]:
+    return [(path.name, doc) for path in MANIFEST_FILES for doc in load_documents(path)]
+
+
+def kuberay_documents() -> list[tuple[str, dict]]:
+    return [(name, doc) for name, doc in all_documents() if doc.get("kind") in KUBERAY_KINDS]
+
+
+def doc_id(item: tuple[str, dict]) -> str:
+    name, doc = item
+    return f"{name}:{doc['kind']}"
+
+
+def the(kind: str, name: str | None = None) -> dict:
+    found = [d for _, d in all_documents() if d["kind"] == kind and (name is None or d["metadata"].get("name") == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+STREAM_CLUSTER = "clipguard"
+
+
+def stream_cluster() -> dict:
+    return the("RayCluster", STREAM_CLUSTER)
+
+
+def train_job() -> dict:
+    (job,) = [d for _, d in kuberay_documents() if d["kind"] == "RayJob" and d["spec"].get("rayClusterSpec")]
+    return job
+
+
+def ray_container(group: dict) -> dict:
+    return group["template"]["spec"]["containers"][0]  # KubeRay's Ray container is index 0
+
+
+def ray_lock_version() -> str:
+    lock = (REPO_ROOT / "requirements.lock").read_text()
+    match = re.search(r"^ray==(\S+)$", lock, re.MULTILINE)
+    assert match, "ray is not pinned in requirements.lock"
+    return match.group(1)
+
+
+# --- schema helper ------------------------------------------------------------------------------
+
+
+def test_shared_dir_honours_env_override(monkeypatch, tmp_path):
+    monkeypatch.setenv("CLIPGUARD_SHARED", str(tmp_path))
+    assert shared_dir() == tmp_path
+    assert kuberay_schema_dir() == tmp_path / "schemas" / "kuberay"
+
+
+def test_crd_schema_v1_describes_the_fields_we_use():
+    spec = crd_schema("RayCluster")["properties"]["spec"]["properties"]
+    assert {"headGroupSpec", "workerGroupSpecs", "autoscalerOptions", "rayVersion"} <= set(spec)
+    worker = spec["workerGroupSpecs"]["items"]["properties"]
+    assert worker["rayStartParams"]["additionalProperties"] == {"type": "string"}
+
+
+def test_every_kuberay_manifest_in_deploy_is_checked():
+    kinds = sorted(doc["kind"] for _, doc in kuberay_documents())
+    assert kinds == ["RayCluster", "RayJob", "RayJob"]
+
+
+# --- validity against the CRDs -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("item", kuberay_documents(), ids=doc_id)
+def test_manifest_valid_against_kuberay_crd(item):
+    _, doc = item
+    assert doc["apiVersion"] == "ray.io/v1"
+    assert validate(doc) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "change", "expected"),
+    [
+        # a misspelt field: JSON schema alone lets it through, the unknown-field walk does not
+        ("spec.workerGroupSpecs.0.maxReplicas", {"rename": "maxReplica"}, "maxReplica: unknown field"),
+        ("spec.enableInTreeAutoscaling", {"rename": "enableInTreeAutoScaling"}, "enableInTreeAutoScaling: unknown"),
+        ("spec.autoscalerOptions.idleTimeoutSeconds", {"rename": "idleTimeoutSecond"}, "idleTimeoutSecond: unknown"),
+        (
+            "spec.headGroupSpec.template.spec.containers.0.imagePullPolicy",
+            {"rename": "imagePullPolcy"},
+            "containers[0].imagePullPolcy: unknown",
+        ),
+        ("spec.headGroupSpec.template.spec.securityContext.runAsNonRoot", {"rename": "runAsNonroot"}, "runAsNonroot"),
+        ("metadata.name", {"rename": "nmae"}, "metadata.nmae: not an ObjectMeta field"),
+        # wrong types, enums, patterns and missing required fields: JSON schema
+        ("spec.workerGroupSpecs.0.rayStartParams.num-cpus", {"value": 8}, "8 is not of type 'string'"),
+        ("spec.workerGroupSpecs.0.minReplicas", {"value": "1"}, "'1' is not of type 'integer'"),
+        ("spec.autoscalerOptions.upscalingMode", {"value": "Fast"}, "'Fast' is not one of"),
+        ("spec.workerGroupSpecs.1.template.spec.containers.0.resources.limits.memory", {"value": "24 Gi"}, "match"),
+        ("spec.workerGroupSpecs.0.groupName", {"rename": "name"}, "'groupName' is a required property"),
+        # duplicate keys of a list-type=map list: rejected by the API server
+        (
+            "spec.headGroupSpec.template.spec.containers.0.volumeMounts.1.mountPath",
+            {"value": "/models"},
+            "duplicate entry for {'mountPath': '/models'}",
+        ),
+        ("spec.workerGroupSpecs.0.template.spec.volumes.1.name", {"value": "models"}, "{'name': 'models'}"),
+    ],
+)
+def test_broken_manifest_fails_validation(path, change, expected):
+    broken = mutated(stream_cluster(), path, change.get("value"), rename=change.get("rename"))
+    errors = validate(broken)
+    assert any(expected in e for e in errors), errors
+
+
+def test_unknown_field_walk_alone_catches_what_json_schema_misses():
+    broken = mutated(stream_cluster(), "spec.workerGroupSpecs.1.rayStartParams", rename="rayStartParam")
+    assert schema_errors(broken) == []  # the CRD does not forbid extra properties...
+    assert unknown_field_errors(broken) == [
+        "spec.workerGroupSpecs[1].rayStartParam: unknown field (not in the CRD schema; the API server would prune it)"
+    ]
+
+
+# --- KubeRay's own semantic rules (ray-operator/controllers/ray/utils/validation.go) --------------
+
+
+@pytest.mark.parametrize("item", kuberay_documents(), ids=doc_id)
+def test_manifest_obeys_kuberay_semantic_rules(item):
+    _, doc = item
+    meta = doc["metadata"]
+    name = meta.get("name") or meta["generateName"].rstrip("-")
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 47, name  # DNS-1035, KubeRay's limit
+    spec = ray_cluster_spec(doc)
+    if doc["kind"] == "RayJob":
+        job = doc["spec"]
+        assert job.get("submissionMode", "K8sJobMode") in {"K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"}
+        assert (spec is None) != (not job.get("clusterSelector")), "exactly one of rayClusterSpec / clusterSelector"
+        if job.get("clusterSelector"):
+            assert job["clusterSelector"].get("ray.io/cluster"), "clusterSelector needs ray.io/cluster"
+            assert job.get("submissionMode") != "SidecarMode"
+            # a retry (JobDeploymentStatusRetrying) deletes the RayCluster named in the
+            # status, which in clusterSelector mode is the shared cluster
+            assert not job.get("backoffLimit"), "backoffLimit with clusterSelector deletes the selected cluster"
+        if job.get("submissionMode", "K8sJobMode") == "K8sJobMode":
+            # the submitter runs `ray job submit ... -- <entrypoint>` in bash: `&&`, `;` or `|`
+            # would split the entrypoint and run the rest in the submitter pod
+            assert not re.search(r"&&|;|\|", job["entrypoint"]), job["entrypoint"]
+        if "runtimeEnvYAML" in job:
+            assert isinstance(yaml.safe_load(job["runtimeEnvYAML"]), dict)
+    if spec is None:
+        return
+    assert spec["rayVersion"] == ray_lock_version()
+    v2 = spec.get("autoscalerOptions", {}).get("version") == "v2"
+    for group_name, group in ray_groups(spec):
+        params = group.get("rayStartParams", {})
+        assert "labels" not in params, f"{group_name}: use the top-level labels field"
+        has_start_resources = any(params.get(k) for k in ("num-cpus", "num-gpus", "memory", "resources"))
+        assert not (has_start_resources and group.get("resources")), f"{group_name}: resources set twice"
+        if v2:
+            assert group["template"]["spec"].get("restartPolicy", "Never") == "Never", group_name
+        if group_name != "head":
+            assert 0 <= group["minReplicas"] <= group.get("replicas", 0) <= group["maxReplicas"], group_name
+
+
+@pytest.mark.parametrize("item", kuberay_documents(), ids=doc_id)
+def test_ray_start_resources_match_container_limits(item):
+    spec = ray_cluster_spec(item[1])
+    if spec is None:
+        return
+    for group_name, group in ray_groups(spec):
+        params = group.get("rayStartParams", {})
+        container = ray_container(group)
+        limits = container["resources"]["limits"]
+        assert container["resources"]["requests"] == limits, f"{group_name}: requests == limits (Guaranteed QoS)"
+        cpus = float(params["num-cpus"])
+        assert cpus <= quantity(limits["cpu"]), f"{group_name}: Ray may not promise more CPUs than the pod has"
+        gpus = quantity(limits.get("nvidia.com/gpu", 0))
+        assert float(params.get("num-gpus", 0)) == gpus, f"{group_name}: num-gpus must equal nvidia.com/gpu"
+        if gpus:
+            tolerations = group["template"]["spec"].get("tolerations", [])
+            assert any(t.get("key") == "nvidia.com/gpu" for t in tolerations), f"{group_name}: GPU taint toleration"
+        if group_name == "head":
+            assert params["num-cpus"] == "0", "nothing may be scheduled on the head"
+        assert params.get("metrics-export-port") == "8080", f"{group_name}: the port Prometheus scrapes"
+
+
+def test_stream_cluster_autoscales_a_cpu_and_a_gpu_group():
+    spec = stream_cluster()["spec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    options = spec["autoscalerOptions"]
+    assert options["upscalingMode"] in {"Default", "Aggressive", "Conservative"}
+    assert options["idleTimeoutSeconds"] > 0
+    groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+    assert set(groups) == {"cpu-workers", "gpu-workers"}
+    assert "num-gpus" not in groups["cpu-workers"]["rayStartParams"]
+    assert groups["gpu-workers"]["rayStartParams"]["num-gpus"] == "1"
+    assert groups["gpu-workers"]["maxReplicas"] > groups["gpu-workers"]["minReplicas"]
+    assert groups["cpu-workers"]["maxReplicas"] > groups["cpu-workers"]["minReplicas"]
+
+
+def test_stream_job_runs_the_cli_on_the_stream_cluster():
+    job = the("RayJob", "clipguard-stream")["spec"]
+    assert job["clusterSelector"]["ray.io/cluster"] == STREAM_CLUSTER
+    assert job["entrypoint"].split()[:2] == ["clipguard", "run"]
+    assert "--ray-address auto" in job["entrypoint"]
+    assert not job.get("shutdownAfterJobFinishes"), "the stream cluster is not the job's to delete"
+
+
+def test_stream_entrypoint_parses_with_the_cli():
+    import shlex
+
+    from pipeline.cli import cli
+
+    program, command, *args = shlex.split(the("RayJob", "clipguard-stream")["spec"]["entrypoint"])
+    assert program == "clipguard"
+    with cli.commands[command].make_context(command, args) as ctx:  # parses the flags, runs nothing
+        assert "auto" in ctx.params.values()
+
+
+def test_train_job_runs_a_preset_and_cleans_up():
+    job = train_job()["spec"]
+    match = re.search(r"python training/train\.py --config (training/configs/\S+\.yaml)", job["entrypoint"])
+    assert match, job["entrypoint"]
+    assert job["shutdownAfterJobFinishes"] is True
+    assert job["ttlSecondsAfterFinished"] > 0
+    assert job["submissionMode"] == "HTTPMode"  # the entrypoint uses `cd /app &&`
+    assert (REPO_ROOT / match.group(1)).is_file()
+
+
+def test_train_job_mounts_shared_run_storage_on_every_node():
+    spec = train_job()["spec"]["rayClusterSpec"]
+    for group_name, group in ray_groups(spec):
+        mounts = {m["mountPath"]: m for m in ray_container(group)["volumeMounts"]}
+        assert "/app/runs" in mounts and not mounts["/app/runs"].get("readOnly"), group_name
+        volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
+        assert volumes[mounts["/app/runs"]["name"]]["persistentVolumeClaim"]["claimName"] == "clipguard-runs"
+
+
+# --- references between the files --------------------------------------------------------------
+
+
+def declared(kind: str) -> set[str]:
+    return {d["metadata"]["name"] for _, d in all_documents() if d["kind"] == kind}
+
+
+@pytest.mark.parametrize("item", kuberay_documents(), ids=doc_id)
+def test_referenced_configmaps_secrets_pvcs_and_volumes_exist(item):
+    spec = ray_cluster_spec(item[1])
+    if spec is None:
+        return
+    configmaps, secrets, pvcs = declared("ConfigMap"), declared("Secret"), declared("PersistentVolumeClaim")
+    head_volumes = {v["name"] for v in spec["headGroupSpec"]["template"]["spec"].get("volumes", [])}
+    for mount in spec.get("autoscalerOptions", {}).get("volumeMounts", []):
+        assert mount["name"] in head_volumes, f"autoscaler mounts unknown volume {mount['name']}"
+    for group_name, group in ray_groups(spec):
+        pod = group["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for container in pod["containers"]:
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes, f"{group_name}: no volume {mount['name']}"
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    assert source["configMapRef"]["name"] in configmaps
+                if "secretRef" in source:
+                    assert source["secretRef"]["name"] in secrets
+        for volume in volumes.values():
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in pvcs
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in secrets
+
+
+def test_stream_pods_all_get_kafka_and_redis_settings():
+    for group_name, group in ray_groups(stream_cluster()["spec"]):
+        container = ray_container(group)
+        refs = {next(iter(s.values()))["name"] for s in container["envFrom"]}
+        assert refs == {"clipguard-config", "clipguard-credentials"}, group_name
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts["/etc/clipguard/tls"]["readOnly"] is True, group_name
+        assert mounts["/models"]["readOnly"] is True, group_name
+
+
+def test_kustomization_lists_existing_files_and_no_example_secret():
+    kustomization = yaml.safe_load((KUBERAY_DIR / "kustomization.yaml").read_text())
+    for resource in kustomization["resources"]:
+        assert (KUBERAY_DIR / resource).is_file(), resource
+    assert "secret.example.yaml" not in kustomization["resources"]
+    assert "rayjob-train.yaml" not in kustomization["resources"]  # generateName: `kubectl create` only
+
+
+# --- the app's configuration ---------------------------------------------------------------------
+
+
+def clipguard_env() -> dict[str, str]:
+    """What a stream pod sees: the ConfigMap plus the example Secret's keys."""
+    env = dict(the("ConfigMap", "clipguard-config")["data"])
+    env.update(the("Secret", "clipguard-credentials")["stringData"])
+    return env
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("CLIPGUARD_"):
+            monkeypatch.delenv(key)
+    return monkeypatch
+
+
+def test_configmap_and_secret_names_are_settings_the_app_accepts(clean_env):
+    from pipeline.config import ClipguardConfig
+
+    env = clipguard_env()
+    assert all(key.startswith("CLIPGUARD_") for key in env)
+    for key, value in env.items():
+        clean_env.setenv(key, value)
+    config = ClipguardConfig()  # extra="forbid": a misspelt name raises here
+    assert config.kafka.security_protocol == "SASL_SSL"
+    assert config.kafka.sasl_mechanism is not None
+    assert config.kafka.sasl_password is not None and config.kafka.ssl_cafile is not None
+    assert config.redis.url.startswith("rediss://")
+    assert config.redis.password is not None and config.redis.ssl_ca_certs is not None
+    assert config.ray.address == "auto"
+    assert Path(config.model.pretrained).is_absolute() and config.model.checkpoint is not None
+    assert config.faces.detector_path is not None
+
+
+def test_misspelt_setting_in_configmap_would_stop_the_stream(clean_env):
+    from pydantic import ValidationError
+
+    from pipeline.config import ClipguardConfig
+
+    clean_env.setenv("CLIPGUARD_STREAM__DETECTOR", "2")
+    with pytest.raises(ValidationError, match="extra"):
+        ClipguardConfig()
+
+
+def test_credentials_only_in_the_secret_and_paths_on_mounts():
+    data = the("ConfigMap", "clipguard-config")["data"]
+    assert not [k for k in data if re.search(r"PASSWORD|USERNAME|TOKEN|SECRET", k)]
+    assert set(the("Secret", "clipguard-credentials")["stringData"]) == {
+        "CLIPGUARD_KAFKA__SASL_USERNAME",
+        "CLIPGUARD_KAFKA__SASL_PASSWORD",
+        "CLIPGUARD_REDIS__PASSWORD",
+    }
+    tls_files = set(the("Secret", "clipguard-tls")["stringData"])
+    for key in ("CLIPGUARD_KAFKA__SSL_CAFILE", "CLIPGUARD_REDIS__SSL_CA_CERTS"):
+        path = Path(data[key])
+        assert path.parent == Path("/etc/clipguard/tls") and path.name in tls_files, key
+    for key in ("CLIPGUARD_MODEL__PRETRAINED", "CLIPGUARD_MODEL__CHECKPOINT", "CLIPGUARD_FACES__DETECTOR_PATH"):
+        assert data[key].startswith("/models/"), key
+
+
+def test_pool_sizes_fit_the_worker_groups():
+    """Actors the stream starts must fit the pods the autoscaler may create."""
+    from pipeline.config import StreamConfig
+
+    data = the("ConfigMap", "clipguard-config")["data"]
+    prefix = "CLIPGUARD_STREAM__"
+    stream = StreamConfig(**{k.removeprefix(prefix).lower(): v for k, v in data.items() if k.startswith(prefix)})
+    groups = {g["groupName"]: g for g in stream_cluster()["spec"]["workerGroupSpecs"]}
+    gpu, cpu = groups["gpu-workers"], groups["cpu-workers"]
+    gpus_per_pod = float(gpu["rayStartParams"]["num-gpus"])
+    assert stream.detector_num_gpus > 0, "detectors run on the GPU group"
+    assert stream.detectors * stream.detector_num_gpus <= gpu["maxReplicas"] * gpus_per_pod
+    assert stream.detector_num_cpus <= float(gpu["rayStartParams"]["num-cpus"])
+    cpus = stream.decoders * stream.decoder_num_cpus + stream.face_workers * stream.face_num_cpus
+    assert cpus <= cpu["maxReplicas"] * float(cpu["rayStartParams"]["num-cpus"])
+    per_pod = float(cpu["rayStartParams"]["num-cpus"])
+    assert max(stream.decoder_num_cpus, stream.face_num_cpus) <= per_pod, "an actor must fit one CPU pod"
