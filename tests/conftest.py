@@ -75,15 +75,21 @@ def redis_config(redis_server):
 
 
 @pytest.fixture(scope="session")
-def ray_address(tmp_path_factory):
-    """A local Ray head started once (`ray start --head`), as on a real cluster.
+def ray_address():
+    """A local Ray head started once (`ray start --head --block`), as on a real cluster.
 
-    Drivers (the test process, `clipguard run` subprocesses, `ray job submit`)
-    connect to it; killing a driver kills only that driver's actors.
+    Drivers (the test process, `clipguard run` subprocesses) connect to it; killing a
+    driver kills only that driver's actors. The head runs in its own process group and
+    is stopped by killing that group, never with `ray stop` (which would stop every
+    Ray on the machine, including a user's).
     """
     import shutil
+    import signal
+    import socket
     import subprocess
     import sys
+    import tempfile
+    import time
 
     from pipeline.assets import REPO_ROOT
     from pipeline.embedded_services import free_port
@@ -91,13 +97,24 @@ def ray_address(tmp_path_factory):
     ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    import tempfile
-
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray puts unix sockets under it
-    cmd = [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=6", "--include-dashboard=false",
-           "--node-ip-address=127.0.0.1",
-           "--disable-usage-stats", f"--temp-dir={temp_dir}"]
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
-    address = f"127.0.0.1:{port}"
-    yield address
-    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    cmd = [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=6", "--include-dashboard=false",
+           "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+    head = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if head.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"ray head did not start (exit {head.poll()})")
+        time.sleep(0.2)
+    time.sleep(2)  # the raylet registers shortly after the GCS answers
+    yield f"127.0.0.1:{port}"
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+    shutil.rmtree(temp_dir, ignore_errors=True)
