@@ -50,8 +50,8 @@ def uniform_indices(n_frames: int, num_frames: int) -> list[int]:
 def stride_indices(n_frames: int, video_fps: float, target_fps: float, max_frames: int) -> list[int]:
     """One frame every ``1 / target_fps`` seconds, at most ``max_frames`` of them.
 
-    Candidate k is frame ``floor(k * video_fps / target_fps)`` (the first frame at
-    or after time ``k / target_fps`` in a constant-rate video). A target rate at
+    Candidate k is frame ``floor(k * video_fps / target_fps)``, the frame on
+    screen at time ``k / target_fps`` in a constant-rate video. A target rate at
     or above the video rate gives every frame.
 
     Args:
@@ -68,8 +68,8 @@ def stride_indices(n_frames: int, video_fps: float, target_fps: float, max_frame
     """
     _check_positive(n_frames=n_frames, video_fps=video_fps, target_fps=target_fps, max_frames=max_frames)
     step = max(1.0, video_fps / target_fps)
-    # A tiny epsilon keeps k * step from flooring to k*step - 1 through rounding error.
-    count = math.floor((n_frames - 1) / step + 1e-9) + 1
+    count = math.ceil(n_frames / step)
+    # The epsilon keeps an exact k * step from flooring one frame low through rounding error.
     candidates = np.unique(np.floor(np.arange(count) * step + 1e-9).astype(int))
     candidates = candidates[candidates < n_frames]
     if len(candidates) > max_frames:
