@@ -74,7 +74,8 @@ class DetectorConfig:
     """
 
     arch: str = "ViT-L-14"  # open_clip ViT config name (a built-in, or one in model/model_configs/)
-    # 'openai' (or any open_clip tag for the arch), a local full-CLIP weights file, or 'none' (random init).
+    # 'openai' (or any open_clip tag of the arch); a local full-CLIP weights file in open_clip format
+    # (e.g. open_clip_model.safetensors of timm/vit_large_patch14_clip_224.openai); or 'none' (random init).
     pretrained: str = "openai"
     # OpenAI CLIP and the authors' HF checkpoints use QuickGELU; a tag that disagrees is refused.
     quick_gelu: bool = True
@@ -83,6 +84,7 @@ class DetectorConfig:
     device: Device = "auto"  # 'cuda' without CUDA is an error, never a CPU fallback
     precision: Precision = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     max_batch_size: int = 32  # crops per forward pass; larger inputs are chunked
+    init_seed: int = 0  # seed of every randomly initialised tensor (head; tower when pretrained='none')
 
     def __post_init__(self) -> None:
         if not self.arch:

@@ -57,15 +57,21 @@ def build_detector(config: DetectorConfig) -> Detector:
     Raises:
         ModelError: the tower cannot be built (see :func:`build_visual_tower`).
     """
-    tower = build_visual_tower(config.arch, config.pretrained, quick_gelu=config.quick_gelu)
-    detector = Detector(
-        tower.module,
-        tower.feature_dim,
-        arch=config.arch,
-        base_source=tower.base_source,
-        quick_gelu=config.quick_gelu,
-        num_classes=config.num_classes,
-    )
+    # Random parts (the head; the whole tower with pretrained='none') are drawn from a
+    # fixed seed without touching the caller's RNG: every actor, restart and process
+    # builds the same model, so its version string names one model and redelivered
+    # videos reproduce their verdicts.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.init_seed)
+        tower = build_visual_tower(config.arch, config.pretrained, quick_gelu=config.quick_gelu)
+        detector = Detector(
+            tower.module,
+            tower.feature_dim,
+            arch=config.arch,
+            base_source=tower.base_source,
+            quick_gelu=config.quick_gelu,
+            num_classes=config.num_classes,
+        )
     counts = apply_ln_tuning(detector)
     logger.info(
         "built %s (base %s): %d of %d parameters trainable (%d LayerNorm + %d head)",

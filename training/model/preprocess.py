@@ -38,7 +38,11 @@ def as_uint8_nchw(crops: CropBatch) -> torch.Tensor:
         except ValueError as exc:
             msg = f"crops in one batch must have one shape: {exc}"
             raise ModelError(msg) from exc
-    batch = torch.from_numpy(np.ascontiguousarray(crops)) if isinstance(crops, np.ndarray) else crops
+    if isinstance(crops, np.ndarray):
+        # Ray's object store hands out read-only arrays, which torch.from_numpy warns about; a uint8 copy is cheap.
+        batch = torch.from_numpy(np.ascontiguousarray(crops) if crops.flags.writeable else np.array(crops, order="C"))
+    else:
+        batch = crops
     if not isinstance(batch, torch.Tensor):
         msg = f"crops must be a numpy array, a torch tensor or a sequence of arrays, got {type(crops).__name__}"
         raise ModelError(msg)
@@ -74,7 +78,7 @@ def clip_preprocess(images: torch.Tensor, config: PreprocessConfig) -> torch.Ten
         fp32 (N, 3, image_size, image_size) on the same device.
     """
     size = config.image_size
-    x = images.float()
+    x = images.contiguous().float()  # NCHW-contiguous: the antialiased resize is faster than on channels-last
     height, width = x.shape[-2:]
     new_h, new_w = _resized_size(height, width, size)
     if (new_h, new_w) != (height, width):

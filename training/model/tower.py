@@ -66,7 +66,7 @@ def _resolve_weights(arch: str, pretrained: str, quick_gelu: bool) -> tuple[str 
     if path.is_file():
         return str(path), f"file:{path.name}"
     tags = open_clip.list_pretrained_tags_by_model(arch)
-    msg = f"pretrained={pretrained!r} is neither a weights file nor a tag of {arch} (tags: {tags}); use 'none' for random init"
+    msg = f"pretrained={pretrained!r} is not a weights file nor a tag of {arch} (tags: {tags}); 'none' = random init"
     raise ModelError(msg)
 
 

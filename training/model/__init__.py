@@ -1,0 +1,52 @@
+"""The detector model, shared by serving and training.
+
+Serving (``workers/detector.py``) imports only from here. Nothing in this package
+imports losses, slerp, data loading or Ray Train.
+
+Typical use::
+
+    from training.model import CropScorer, DetectorConfig
+
+    scorer = CropScorer.from_config(DetectorConfig(arch="ViT-L-14", pretrained="openai"), "ckpt/best.safetensors")
+    scorer.version           # 'clipguard-ViT-L-14-<sha12>', recorded in verdicts
+    scorer.score(crops)      # (N,) float32 p_fake for uint8 (N, 256, 256, 3) crops
+
+Names are re-exported lazily (PEP 562), so importing ``training.model.config``
+alone does not pull in torch or open_clip.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "training.model.checkpoint": (
+        "CheckpointManifest",
+        "load_checkpoint",
+        "read_manifest",
+        "save_checkpoint",
+        "untrained_version",
+    ),
+    "training.model.config": ("CLIP_MEAN", "CLIP_STD", "DetectorConfig", "PreprocessConfig"),
+    "training.model.detector": ("Detector", "build_detector"),
+    "training.model.head": ("HeadOutput", "NormLinearHead", "p_fake"),
+    "training.model.inference": ("CropScorer", "resolve_autocast_dtype", "resolve_device"),
+    "training.model.lntuning": ("ParamCounts", "apply_ln_tuning", "count_parameters", "is_layernorm_param"),
+    "training.model.preprocess": ("as_uint8_nchw", "clip_preprocess"),
+    "training.model.tower": ("Tower", "build_visual_tower"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        msg = f"module 'training.model' has no attribute {name!r}"
+        raise AttributeError(msg)
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
