@@ -20,7 +20,7 @@ test-fast: bootstrap
 	$(PY) -m pytest -q -m "not slow"
 
 bench: bootstrap
-	$(PY) bench/bench_detector.py --arch ViT-L-14 --batch-sizes 1,8
+	$(PY) bench/bench_detector.py --arch ViT-L-14 --batch-sizes 1,8,32
 	$(PY) bench/bench_frames_faces.py
 	$(PY) bench/bench_stream.py
 
