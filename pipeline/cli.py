@@ -211,7 +211,20 @@ def services_reap() -> None:
 @config_options
 def show_config(**options) -> None:
     """Print the effective configuration (secrets masked)."""
-    click.echo(build_config(options).model_dump_json(indent=2))
+    doc = json.loads(build_config(options).model_dump_json())
+    doc["redis"]["url"] = _redacted(doc["redis"]["url"])  # a password may sit in the URL
+    click.echo(json.dumps(doc, indent=2))
+
+
+def _register_training_commands() -> None:
+    """`prepare` and `train` live with the training code (they need Ray Train, not the stream)."""
+    from training.cli import prepare_command, train_command
+
+    cli.add_command(prepare_command)
+    cli.add_command(train_command)
+
+
+_register_training_commands()
 
 
 def _redacted(url: str) -> str:

@@ -6,7 +6,9 @@ Precedence (last wins): defaults here < environment ``CLIPGUARD_<SECTION>__<FIEL
 and ``redis.url`` set to ``embedded`` start a loopback broker and Redis.
 
 Every model is frozen with ``extra="forbid"``, so a misspelt key is an error,
-never a silently ignored setting.
+never a silently ignored setting. Validation errors never echo input values
+(``hide_input_in_errors``): a misspelt ``CLIPGUARD_REDIS__PASWORD`` must not print
+the password into the logs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ EMBEDDED = "embedded"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 class KafkaConfig(_Section):
@@ -158,7 +160,7 @@ class ClipguardConfig(BaseSettings):
     """Everything `clipguard run` needs; see module docstring for precedence."""
 
     model_config = SettingsConfigDict(
-        env_prefix="CLIPGUARD_", env_nested_delimiter="__", frozen=True, extra="forbid"
+        env_prefix="CLIPGUARD_", env_nested_delimiter="__", frozen=True, extra="forbid", hide_input_in_errors=True
     )
 
     kafka: KafkaConfig = KafkaConfig()

@@ -23,6 +23,7 @@ from pipeline.contracts import SourceRef, VideoJob
 from pipeline.errors import ClipguardError, InvalidVideoIdError, MessageError
 
 MAX_ID_CHARS = 1024
+MAX_METADATA_DEPTH = 32  # deeper JSON cannot be stored (the verdict encoder recurses per level)
 _PREVIEW_BYTES = 200
 
 
@@ -64,6 +65,20 @@ def validate_video_id(video_id: str) -> str:
     return video_id
 
 
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """True if JSON ``value`` has more than ``limit`` levels of objects/arrays (iterative, no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _dead(source: SourceRef | None, value: bytes, kind: str, message: str) -> ParsedMessage:
     preview = repr(value[:_PREVIEW_BYTES])
     return ParsedMessage(dead_letter=DeadLetter(source, kind, message, preview, len(value)))
@@ -88,6 +103,8 @@ def parse_message(value: bytes | None, source: SourceRef | None = None, max_byte
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             return _dead(source, value, MessageError.kind, f"invalid JSON: {exc.msg} at char {exc.pos}")
+        except RecursionError:  # e.g. 5,000 nested arrays: small, yet deeper than the parser's stack
+            return _dead(source, value, MessageError.kind, "invalid JSON: nested too deeply")
         if not isinstance(doc, dict) or not isinstance(doc.get("video_id"), str):
             return _dead(source, value, MessageError.kind, "JSON message needs a string 'video_id'")
         video_id = doc.pop("video_id")
@@ -106,6 +123,9 @@ def parse_message(value: bytes | None, source: SourceRef | None = None, max_byte
             error = error or MessageError("'metadata' must be a JSON object")
             meta_value = {"metadata": meta_value}
         metadata = {**doc, **meta_value}
+        if _nested_deeper_than(metadata, MAX_METADATA_DEPTH):
+            error = error or MessageError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+            metadata = {}
         job = VideoJob(video_id=video_id, uri=uri, metadata=metadata, source=source)
         return ParsedMessage(job=job, error=error)
 

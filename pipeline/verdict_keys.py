@@ -32,8 +32,9 @@ from pipeline.contracts import CropScore, SourceRef, TrackScore, Verdict
 VERDICT_EVENT_FIELDS = ("video_id", "status", "label", "p_fake", "model_version", "digest")
 _JSON_FIELDS = ("tracks", "crop_scores", "timings_s", "metadata")
 _INT_FIELDS = ("top_track", "frames_sampled", "frames_with_faces", "faces_found")
-# Verdicts reproduce to float noise across batchings: compare at this precision.
-_DIGEST_DECIMALS = 5
+# A video's crops are batched with other videos' crops, and a different batch shape
+# changes fp32 results by ~1e-7: compare scores at a precision far above that noise.
+_DIGEST_DECIMALS = 3
 
 
 def verdict_key(prefix: str, video_id: str) -> str:

@@ -117,8 +117,13 @@ async def _run_stages(job: VideoJob, stages: Stages, cfg: ClipguardConfig, model
 
 
 async def process_video(job: VideoJob, stages: Stages, cfg: ClipguardConfig, model_version: str,
-                        attempts: int = 2) -> Verdict:  # fmt: skip
-    """Run one job to a verdict. A dead worker is retried ``attempts`` times in all."""
+                        attempts: int = 3, backoff_s: tuple[float, ...] = (1.0, 3.0)) -> Verdict:  # fmt: skip
+    """Run one job to a verdict. A dead worker is retried ``attempts`` times in all.
+
+    The pauses between attempts let Ray restart the actor, and keep a decoder whose
+    own driver just died (it is killed a moment later) from storing a `worker_lost`
+    verdict for a video the next run will judge properly.
+    """
     received_at = now_iso()
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -143,4 +148,5 @@ async def process_video(job: VideoJob, stages: Stages, cfg: ClipguardConfig, mod
             if attempt == attempts:
                 lost = WorkerLostError(f"a stage worker died {attempts} times: {type(exc).__name__}")
                 return error_verdict(job, model_version, lost, received_at=received_at, timings_s=timings)
+            await asyncio.sleep(backoff_s[min(attempt - 1, len(backoff_s) - 1)] if backoff_s else 0)
     raise AssertionError("unreachable")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -26,8 +27,8 @@ CONFIG = DetectorConfig(arch="ViT-Tiny-test", pretrained="none")
 
 
 def base_detector(seed: int = 0, config: DetectorConfig = CONFIG):
-    torch.manual_seed(seed)  # random init stands in for fixed pretrained weights
-    return build_detector(config).eval()
+    # random init (seeded by the config) stands in for fixed pretrained weights
+    return build_detector(dataclasses.replace(config, init_seed=seed)).eval()
 
 
 def trained_detector():
