@@ -109,9 +109,11 @@ def publish(items: tuple[str, ...], uri: str | None, metadata: str | None, creat
     cfg = client_config(build_config(options))
     meta = json.loads(metadata) if metadata else None
     if meta is not None and not isinstance(meta, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+        msg = "must be a JSON object"
+        raise click.BadParameter(msg, param_hint="--metadata")
     if uri and len(items) != 1:
-        raise click.BadParameter("--uri needs exactly one video ID", param_hint="--uri")
+        msg = "--uri needs exactly one video ID"
+        raise click.BadParameter(msg, param_hint="--uri")
     if create_topic:
         ensure_topic(cfg.kafka)
     pub = JobPublisher(cfg.kafka)

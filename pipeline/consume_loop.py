@@ -24,7 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.contracts import SourceRef, VideoJob, Verdict
+from kafka.errors import KafkaError
+
+from pipeline.contracts import SourceRef, Verdict, VideoJob
 from pipeline.errors import ClipguardError, VerdictStoreError
 from pipeline.kafka_source import KafkaSource
 from pipeline.message_codec import ParsedMessage
@@ -102,9 +104,7 @@ class ConsumeLoop:
                     task.add_done_callback(self._tasks.discard)
                 await self._commit_finished()
                 if time.monotonic() - last_lag > self.lag_every_s:
-                    lag = await self._on_kafka(self.source.lag)
-                    self.stats.lag = lag
-                    self.stats.lag_measured = self.stats.lag_measured or bool(lag)
+                    await self._measure_lag()
                     last_lag = time.monotonic()
                 self.stats.in_flight = len(self._tasks)
                 if not messages:
@@ -115,6 +115,16 @@ class ConsumeLoop:
             self._kafka.shutdown(wait=True)
             self._io.shutdown(wait=False, cancel_futures=True)
         return self.stats
+
+    async def _measure_lag(self) -> None:
+        """Refresh ``stats.lag``; while the broker is unreachable keep the last value and go on."""
+        try:
+            lag = await self._on_kafka(self.source.lag)
+        except KafkaError as exc:  # e.g. KafkaTimeoutError after request_timeout_ms in a broker outage
+            log.warning("consumer lag not measured, keeping the last value: %s", exc)
+            return
+        self.stats.lag = lag
+        self.stats.lag_measured = self.stats.lag_measured or bool(lag)
 
     async def _drain(self) -> None:
         """Give in-flight videos time to finish, commit them, abandon the rest (redelivered later)."""

@@ -10,10 +10,13 @@ The commit protocol, in order (the one place that owns it):
   4. ``commit()`` commits, per partition, the lowest offset whose verdict is not
      stored yet (Kafka's "next to read"). A failed commit is retried next time.
   On a rebalance, revoked partitions are forgotten: their in-flight results no
-  longer commit (the next owner redoes them; Redis writes are idempotent). The
-  listener does not commit: kafka-python 3 runs it on its IO thread, where a
-  blocking commit is refused, and the loop already commits finished prefixes
-  after every poll, so at most the last poll interval's finished work is redone.
+  longer commit (the next owner redoes them; Redis writes are idempotent). A
+  partition assigned straight back to us is no exception: kafka-python 3 would
+  resume it at its fetch position, past offsets still in flight, so it is sought
+  back to the first of them and they are redone too. The listener does not
+  commit: kafka-python 3 runs it on its IO thread, where a blocking commit is
+  refused, and the loop already commits finished prefixes after every poll, so
+  at most the last poll interval's finished work is redone.
 
 Not thread-safe, like KafkaConsumer itself: use it from one thread.
 """
@@ -43,10 +46,10 @@ def security_kwargs(cfg: KafkaConfig) -> dict[str, Any]:
         kw["sasl_mechanism"] = cfg.sasl_mechanism
         kw["sasl_plain_username"] = cfg.sasl_username
         kw["sasl_plain_password"] = cfg.sasl_password.get_secret_value() if cfg.sasl_password else None
-    for ours, theirs in (("ssl_cafile", "ssl_cafile"), ("ssl_certfile", "ssl_certfile"), ("ssl_keyfile", "ssl_keyfile")):
-        value = getattr(cfg, ours)
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        value = getattr(cfg, name)
         if value is not None:
-            kw[theirs] = str(value)
+            kw[name] = str(value)
     return kw
 
 
@@ -67,7 +70,7 @@ class KafkaSource:
     def __init__(self, cfg: KafkaConfig, bootstrap: str | None = None, client_id: str = "clipguard") -> None:
         self.cfg = cfg
         self.tracker = OffsetTracker()
-        self._paused = False
+        self._redo_from: dict[TopicPartition, int] = {}  # revoked partition -> its first offset in flight
         self.consumer = KafkaConsumer(
             bootstrap_servers=(bootstrap or cfg.bootstrap).split(","),
             group_id=cfg.group_id,
@@ -85,26 +88,33 @@ class KafkaSource:
     # --- rebalance ----------------------------------------------------------------------
     def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         log.info("partitions revoked: %s", revoked)
+        for tp in revoked:
+            if self.tracker.in_flight(tp):  # only ever sought back to these, never past fresh offsets
+                self._redo_from[tp] = self.tracker.next_to_commit(tp)
         self.tracker.revoke(revoked)
 
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("partitions assigned: %s", assigned)
         for tp in assigned:
             self.tracker.assign(tp)
-        self._paused = False  # a fresh assignment starts unpaused
+            if tp in self._redo_from:  # ours again: kafka-python kept its position, past our in-flight offsets
+                self.consumer.seek(tp, self._redo_from[tp])
+        self._redo_from.clear()
 
     # --- the loop's three calls -----------------------------------------------------------
     def poll(self, capacity: int) -> list[ParsedMessage]:
         """Up to ``capacity`` parsed messages; pauses/resumes partitions to keep the bound."""
+        # Asked of the consumer each time: kafka-python keeps a partition paused when a
+        # rebalance assigns it again, so a flag of our own would go stale.
+        paused = self.consumer.paused()
         if capacity <= 0:
-            if not self._paused and self.consumer.assignment():
-                self.consumer.pause(*self.consumer.assignment())
-                self._paused = True
+            running = self.consumer.assignment() - paused
+            if running:
+                self.consumer.pause(*running)
             self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms)  # heartbeats, rebalances
             return []
-        if self._paused:
-            self.consumer.resume(*self.consumer.paused())
-            self._paused = False
+        if paused:
+            self.consumer.resume(*paused)
         batches = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms, max_records=capacity)
         out = []
         for tp, records in batches.items():
@@ -139,20 +149,27 @@ class KafkaSource:
         return self.tracker.in_flight()
 
     def lag(self) -> dict[int, int]:
-        """Consumer lag per assigned partition: log end minus the committed offset.
+        """Consumer lag per assigned partition: log end minus the offset to commit.
 
         This is what monitoring tools call lag, so it counts both unread and in-flight
-        (read but not yet committed) messages.
+        (read but not yet stored) messages. The offset to commit comes from our own
+        bookkeeping (or, for a partition not read from since it was assigned, its fetch
+        position, which starts at the committed offset), never from
+        ``KafkaConsumer.committed()``: asking the coordinator while a rebalance was
+        pending left kafka-python 3 members outside the group for good, their partitions
+        unread (tests/reliability/test_service_faults.py, the rebalance test).
         """
         assignment = list(self.consumer.assignment())
         if not assignment:
             return {}
         ends = self.consumer.end_offsets(assignment)
-        starts = self.consumer.beginning_offsets(assignment)
         out = {}
         for tp in assignment:
-            committed = self.consumer.committed(tp)
-            base = committed if committed is not None else starts.get(tp, 0)
+            base = self.tracker.next_to_commit(tp)
+            if base is None:
+                base = self.consumer.position(tp)
+            if base is None:
+                continue
             # The fetch high watermark is exact; Tansu's ListOffsets answers per record
             # batch, so take the larger of the two.
             end = max(ends.get(tp, 0), self.consumer.highwater(tp) or 0)

@@ -65,13 +65,20 @@ class OffsetTracker:
             return len(state.pending) if state else 0
         return sum(len(s.pending) for s in self._parts.values())
 
+    def next_to_commit(self, partition: Hashable) -> int | None:
+        """The offset a commit of ``partition`` would record now; None if nothing was handed out."""
+        state = self._parts.get(partition)
+        if state is None or state.last_added < 0:
+            return None
+        return min(state.pending) if state.pending else state.last_added + 1
+
     def committable(self) -> dict[Hashable, int]:
         """Next-offset-to-read per partition, only where it moved past the last commit."""
         out = {}
         for partition, state in self._parts.items():
-            if state.last_added < 0:
+            nxt = self.next_to_commit(partition)
+            if nxt is None:
                 continue
-            nxt = min(state.pending) if state.pending else state.last_added + 1
             if state.committed is None or nxt > state.committed:
                 out[partition] = nxt
         return out

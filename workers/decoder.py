@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import asdict
 
 import numpy as np
@@ -20,7 +21,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from pipeline.config import ClipguardConfig
 from pipeline.consume_loop import ConsumeLoop
-from pipeline.contracts import SampledFrame, VideoJob, Verdict
+from pipeline.contracts import SampledFrame, Verdict, VideoJob
 from pipeline.kafka_source import KafkaSource
 from pipeline.metrics import StreamMetrics
 from pipeline.stage_router import StageRouter
@@ -78,6 +79,10 @@ class DecoderActor:
     def set_pools(self, faces: list, detectors: list) -> None:
         self.faces.replace(faces)
         self.detectors.replace(detectors)
+
+    def pid(self) -> int:
+        """This worker's process id (fault-injection tests, memory probes)."""
+        return os.getpid()
 
     # --- stages ---------------------------------------------------------------------
     async def _decode(self, job: VideoJob) -> tuple[list[SampledFrame], tuple[int, int]]:

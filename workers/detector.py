@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 
 import numpy as np
@@ -57,6 +58,10 @@ class DetectorActor:
 
     def device(self) -> str:
         return str(self.scorer.device)
+
+    def pid(self) -> int:
+        """This worker's process id (fault-injection tests, memory probes)."""
+        return os.getpid()
 
     async def score(self, crops: np.ndarray) -> np.ndarray:
         """p_fake for each crop of one video, batched with other videos' crops."""

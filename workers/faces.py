@@ -7,6 +7,7 @@ holds the ONNX session. Ray queues calls; decoders bound how many are queued.
 from __future__ import annotations
 
 import logging
+import os
 
 import ray
 
@@ -33,3 +34,7 @@ class FaceActor:
 
     def ready(self) -> bool:
         return True
+
+    def pid(self) -> int:
+        """This worker's process id (fault-injection tests, memory probes)."""
+        return os.getpid()

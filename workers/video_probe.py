@@ -51,6 +51,7 @@ FFPROBE = "ffprobe"
 _AVERROR_INVALIDDATA = -1094995529
 _AVERROR_ENOENT = -2
 _AVERROR_ETIMEDOUT = -110
+_AVERROR_EIO = -5  # what ffmpeg's http protocol returns for a redirect past max_redirects (0)
 _FPS_TOLERANCE = 0.05
 _COUNT_TOLERANCE = 0.5
 
@@ -184,6 +185,9 @@ def classify_failure(
     msg = f"{where}: {tail}"
     if "not on whitelist" in text and "protocol" in text:
         return DisallowedSourceError(msg)
+    if not source.is_local and (code == _AVERROR_EIO or "input/output error" in text):
+        return DisallowedSourceError(f"{where}: the server answered with a redirect, which is not followed "
+                                     f"(its target was never checked); publish the final URL: {tail}")  # fmt: skip
     if "format not on whitelist" in text:
         return NotAVideoError(f"{where}: not a supported video container: {tail}")
     if code == _AVERROR_ENOENT or "no such file" in text or "404 not found" in text or "410 gone" in text:

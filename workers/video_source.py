@@ -22,10 +22,12 @@ Rules, in order:
 
 ffmpeg is then given ``file:<absolute path>`` (so no part of a file name is ever
 read as a protocol) with ``-protocol_whitelist file``, or the URL with
-``-protocol_whitelist http,https,tcp,tls``.
+``-protocol_whitelist http,https,tcp,tls`` and ``-max_redirects 0``: ffmpeg
+would follow a redirect without our host check, so a URL that redirects fails
+(``disallowed_source``, see ``workers/video_probe.py``); publish its final location.
 
-Known gap: ffmpeg follows HTTP redirects itself and resolves the host again,
-so a public host that redirects (or re-resolves) to a private address is not
+Known gap: ffmpeg resolves the host again when it connects, so a host whose
+DNS answer changes between our check and that connection (DNS rebinding) is not
 caught here; deployments that need that guarantee must egress through a proxy.
 """
 
@@ -109,6 +111,8 @@ class ResolvedSource:
         options = {"protocol_whitelist": self.protocol_whitelist, "format_whitelist": FORMAT_WHITELIST}
         if not self.is_local:
             options["rw_timeout"] = str(int(timeout_s * 1_000_000))
+            # A redirect's target never went through the host check: refuse to follow it.
+            options["max_redirects"] = "0"
         return options
 
 

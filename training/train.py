@@ -1,0 +1,174 @@
+"""Train the deepfake detector with Ray Train, then export the best checkpoint for the stream.
+
+On a cluster::
+
+    ray job submit --working-dir . -- python training/train.py --config training/configs/paper.yaml \\
+        --set data.crops=/data/ffpp-crops/crops.csv --set run.storage_path=/shared/runs --set run.num_workers=8 \\
+        --set run.use_gpu=true
+
+On a laptop: ``python training/train.py --config training/configs/tiny-cpu.yaml --set data.crops=...``.
+In a Ray job, ``run.storage_path`` must be absolute (shared storage): the job's
+working directory is a temporary copy, and a relative path is refused there.
+
+The run lives in ``<run.storage_path>/<run.name>``: Ray Train's checkpoints (the
+best by ``val_video_map`` and the latest), ``train_log.csv``, and ``export/``
+with the best checkpoint in the detector-core format
+(``clipguard run --model-checkpoint <run dir>/export/detector.safetensors``).
+A worker failure restarts the worker group from the latest checkpoint
+(``run.max_failures`` times); a stopped run continues with ``--resume`` (same
+storage path and name: Ray Train 2.60 restores a run from its storage folder;
+``TorchTrainer.restore`` is deprecated there).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    # `python training/train.py` puts training/ itself first on sys.path, where metrics.py,
+    # export.py... would shadow top-level modules; import the package from the repo root instead.
+    _HERE = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+    sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+import ray  # noqa: E402
+from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig  # noqa: E402
+from ray.train.torch import TorchTrainer  # noqa: E402
+
+from pipeline.errors import ClipguardError, ConfigError  # noqa: E402
+from training.export import export_best  # noqa: E402
+from training.train_config import SELECTION_METRIC, TrainConfig, load_train_config  # noqa: E402
+from training.train_loop import train_loop_per_worker  # noqa: E402
+
+logger = logging.getLogger("training.train")
+
+
+def _in_job_working_dir() -> bool:
+    """True for a `ray job submit --working-dir` entrypoint, whose working directory is a temporary copy."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # set by Ray's job supervisor for the entrypoint
+    return bool(raw) and "working_dir" in json.loads(raw).get("runtime_env", {})
+
+
+def with_absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """Resolve every path against the driver's working directory (workers run elsewhere).
+
+    Raises:
+        ConfigError: a relative output path inside a Ray job's uploaded working
+            directory, where checkpoints would vanish with the job's temporary copy.
+    """
+    outputs = {"run.storage_path": cfg.run.storage_path, "run.export_dir": cfg.run.export_dir}
+    relative = [name for name, path in outputs.items() if path is not None and not path.is_absolute()]
+    if relative and _in_job_working_dir():
+        msg = f"{relative} must be absolute (shared storage) in a Ray job: its working directory is a temporary copy"
+        raise ConfigError(msg)
+    fault = cfg.fault
+    if fault.marker is not None:
+        fault = fault.model_copy(update={"marker": fault.marker.resolve()})
+    export = cfg.run.export_dir.resolve() if cfg.run.export_dir is not None else None
+    return cfg.model_copy(
+        update={
+            "data": cfg.data.model_copy(update={"crops": cfg.data.crops.resolve()}),
+            "run": cfg.run.model_copy(update={"storage_path": cfg.run.storage_path.resolve(), "export_dir": export}),
+            "fault": fault,
+        }
+    )
+
+
+def check_run_dir(cfg: TrainConfig, *, resume: bool) -> None:
+    """A new run must not reuse a name by accident; ``--resume`` must find something to resume."""
+    exists = cfg.run_dir.is_dir() and any(cfg.run_dir.iterdir())
+    if exists and not resume:
+        msg = f"run folder {cfg.run_dir} already exists: pass --resume to continue it, or choose another run.name"
+        raise ConfigError(msg)
+    if resume and not exists:
+        msg = f"--resume: no run at {cfg.run_dir} (check run.storage_path and run.name)"
+        raise ConfigError(msg)
+
+
+def run_training(cfg: TrainConfig, *, resume: bool = False) -> Result:
+    """Fit with Ray Train (Ray must be initialised); the config's paths must be absolute."""
+    check_run_dir(cfg, resume=resume)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=cfg.model_dump(mode="json"),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.run.num_workers,
+            use_gpu=cfg.run.use_gpu,
+            resources_per_worker={"CPU": cfg.run.cpus_per_worker, **({"GPU": 1} if cfg.run.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=cfg.run.name,
+            storage_path=str(cfg.run.storage_path),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.run.num_to_keep,
+                checkpoint_score_attribute=SELECTION_METRIC,  # validation split only, never test
+                checkpoint_score_order="max",
+            ),
+        ),
+    )
+    return trainer.fit()
+
+
+def train_and_export(
+    config: Path | None, overrides: Sequence[str] = (), *, resume: bool = False, ray_address: str | None = None
+) -> tuple[Path, dict]:
+    """Load the config, train on Ray, export the best checkpoint; what ``train.py`` and ``clipguard train`` run.
+
+    Returns:
+        (exported ``detector.safetensors``, the metrics reported with it).
+    """
+    cfg = with_absolute_paths(load_train_config(config, overrides))
+    if not ray.is_initialized():
+        ray.init(address=ray_address)  # None: RAY_ADDRESS (set inside `ray job submit`) or a local Ray
+    result = run_training(cfg, resume=resume)
+    exported, metrics = export_best(result.best_checkpoints or [], cfg.export_dir)
+    logger.info(
+        "best checkpoint (epoch %s, %s %.4f) exported to %s",
+        metrics.get("epoch"),
+        SELECTION_METRIC,
+        metrics[SELECTION_METRIC],
+        exported,
+    )
+    return exported, metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="YAML config (training/configs/*.yaml); default: built-in defaults")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one field, e.g. --set optim.lr=1e-3 (repeatable)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run of the same storage path and name")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster to use (default: RAY_ADDRESS or local)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        exported, metrics = train_and_export(
+            args.config, args.overrides, resume=args.resume, ray_address=args.ray_address
+        )
+    except ClipguardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {exported} (epoch {metrics.get('epoch')}, {SELECTION_METRIC} {metrics[SELECTION_METRIC]:.4f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The training configuration: one frozen pydantic model, loaded from one YAML file plus overrides.
+
+Precedence (last wins): field defaults here < the YAML file given by ``--config``
+< ``--set section.field=value`` overrides. There is no merging of several YAML
+files and no inheritance between them: each preset file in ``training/configs/``
+is complete and readable on its own. Every section forbids unknown keys, so a
+misspelt key (``optim.lr_mx``) is an error, never a silently ignored setting.
+
+Override values are parsed as YAML scalars or flow sequences, so
+``--set optim.lr=1e-3``, ``--set augment.enabled=false`` and
+``--set optim.betas=[0.9,0.98]`` all give typed values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import ConfigError
+from training.losses import LossWeights, loss_weights
+
+Preset = Literal["paper", "gend", "ce-only"]
+SELECTION_METRIC = "val_video_map"  # checkpoints are kept and exported by this validation metric (METHOD.md §6)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSection(_Section):
+    arch: str = Field("ViT-L-14", description="open_clip ViT config name")
+    pretrained: str = Field("openai", description="open_clip tag, local full-CLIP weights file, or 'none' (random)")
+    quick_gelu: bool = Field(True, description="OpenAI CLIP weights need QuickGELU")
+    # Seed of the random init (the head; the whole tower with pretrained='none'). Serving rebuilds
+    # the base with DetectorConfig.init_seed (default 0), and a checkpoint only loads onto the same base.
+    init_seed: int = 0
+
+
+class DataSection(_Section):
+    crops: Path = Field(Path("data/crops/crops.csv"), description="crop manifest written by `clipguard prepare`")
+    train_split: str = "train"
+    val_split: str = Field("val", description="checkpoints are selected on this split; never 'test'")
+    batch_size: int = Field(128, ge=1, description="global batch (split evenly across workers)")
+    eval_batch_size: int = Field(256, ge=1, description="crops per forward pass in validation, per worker")
+    loader_workers: int = Field(4, ge=0, description="DataLoader processes per training worker")
+    eval_train_every: int = Field(
+        0, ge=0, description="also score the train split (no augmentation) every N epochs and at the last; 0 = never"
+    )
+
+
+class LossSection(_Section):
+    preset: Preset = Field("paper", description="loss weights and slerp (METHOD.md §3): paper | gend | ce-only")
+    # None keeps the preset's value; a number replaces it (recorded as such in the checkpoint).
+    ce: float | None = None
+    unif: float | None = None
+    align: float | None = None
+    slerp: bool | None = None
+    slerp_t: tuple[float, float] = Field((0.0, 1.0), description="t ~ U(t0, t1) of the slerp augmentation")
+
+    def weights(self) -> LossWeights:
+        """The preset's weights with this section's explicit overrides."""
+        overrides = {k: v for k, v in (("ce", self.ce), ("unif", self.unif), ("align", self.align)) if v is not None}
+        if self.slerp is not None:
+            overrides["slerp"] = self.slerp
+        return loss_weights(self.preset, **overrides)
+
+
+class AugmentSection(_Section):
+    """Train augmentations on the 256 uint8 crop, before CLIP preprocessing (METHOD.md §7)."""
+
+    enabled: bool = True
+    hflip_p: float = Field(0.5, ge=0, le=1)
+    rotate_deg: float = Field(10.0, ge=0)
+    translate: float = Field(0.1, ge=0, le=1, description="max shift as a fraction of the side")
+    scale: tuple[float, float] = (0.9, 1.1)
+    blur_p: float = Field(0.5, ge=0, le=1, description="probability of the Gaussian blur (GenD: 0.1)")
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    brightness: float = Field(0.1, ge=0)
+    contrast: float = Field(0.1, ge=0)
+    jpeg_quality: tuple[int, int] = (40, 100)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentSection:
+        for name in ("scale", "blur_sigma", "jpeg_quality"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                msg = f"augment.{name} must be (low, high) with 0 < low <= high, got {(low, high)}"
+                raise ValueError(msg)
+        if self.jpeg_quality[1] > 100:
+            msg = f"augment.jpeg_quality must be within [1, 100], got {self.jpeg_quality}"
+            raise ValueError(msg)
+        return self
+
+
+class OptimSection(_Section):
+    epochs: int = Field(10, ge=1)
+    # cosine: per step from lr down to lr_min over the run (reference example).
+    # gend: linear warm-up warmup_lr -> lr for warmup_epochs, then cosine warm restarts
+    #       every restart_epochs from lr down to lr_min (GenD).
+    schedule: Literal["cosine", "gend"] = "cosine"
+    lr: float = Field(8e-5, gt=0, description="peak learning rate")
+    lr_min: float = Field(5e-5, ge=0)
+    warmup_epochs: int = Field(1, ge=0)
+    warmup_lr: float = Field(1e-5, ge=0)
+    restart_epochs: int = Field(10, ge=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> OptimSection:
+        if self.lr_min > self.lr:
+            msg = f"optim.lr_min ({self.lr_min}) must not exceed optim.lr ({self.lr})"
+            raise ValueError(msg)
+        return self
+
+
+class RunSection(_Section):
+    name: str = Field("clipguard-detector", pattern=r"^[A-Za-z0-9_.-]+$", description="Ray Train run name")
+    storage_path: Path = Field(Path("runs"), description="local or shared folder for checkpoints and logs")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks)")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(1, ge=-1, description="worker-group restarts from the latest checkpoint")
+    num_to_keep: int = Field(2, ge=1, description="checkpoints kept, ranked by val_video_map")
+    seed: int = Field(0, description="seeds data order, augmentation and slerp draws (per epoch and rank)")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, else fp32")
+    export_dir: Path | None = Field(None, description="best checkpoint export; None: <storage_path>/<name>/export")
+    tensorboard: bool = Field(False, description="also write TensorBoard events (needs the tensorboard package)")
+
+
+class FaultSection(_Section):
+    """Test-only fault injection: rank ``rank`` exits once at the start of ``epoch``."""
+
+    rank: int | None = None
+    epoch: int | None = None
+    marker: Path | None = Field(None, description="created before the exit, so the crash happens once")
+
+    @model_validator(mode="after")
+    def _complete(self) -> FaultSection:
+        values = (self.rank, self.epoch, self.marker)
+        if any(v is not None for v in values) and any(v is None for v in values):
+            msg = "fault.rank, fault.epoch and fault.marker must be set together"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """True when a crash is configured."""
+        return self.rank is not None
+
+
+class TrainConfig(_Section):
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    loss: LossSection = LossSection()
+    augment: AugmentSection = AugmentSection()
+    optim: OptimSection = OptimSection()
+    run: RunSection = RunSection()
+    fault: FaultSection = FaultSection()
+
+    @model_validator(mode="after")
+    def _never_select_on_test(self) -> TrainConfig:
+        if self.data.val_split.lower() == "test":
+            msg = "data.val_split must not be 'test': checkpoints are never selected on a test split"
+            raise ValueError(msg)
+        if self.data.val_split == self.data.train_split:
+            msg = f"data.val_split and data.train_split are both {self.data.val_split!r}"
+            raise ValueError(msg)
+        if self.data.batch_size < self.run.num_workers:
+            msg = f"data.batch_size ({self.data.batch_size}) < run.num_workers ({self.run.num_workers})"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        """Where Ray Train keeps this run: ``<storage_path>/<name>``."""
+        return self.run.storage_path / self.run.name
+
+    @property
+    def export_dir(self) -> Path:
+        """Where the best checkpoint is exported in the detector format."""
+        return self.run.export_dir if self.run.export_dir is not None else self.run_dir / "export"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'optim.lr=1e-3'`` -> (['optim', 'lr'], 0.001); the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        msg = f"override {text!r} is not of the form section.field=value"
+        raise ConfigError(msg)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        msg = f"override {text!r}: value is not valid YAML: {exc}"
+        raise ConfigError(msg) from exc
+    # YAML 1.1 reads '1e-3' as a string; pydantic's lax mode turns it into the float the field wants.
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``data`` with each ``section.field=value`` set (unknown keys fail at validation)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                msg = f"override {text!r}: {part!r} is a value, not a section"
+                raise ConfigError(msg)
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def build_train_config(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    """Validate a plain dict into a :class:`TrainConfig`; any error names the offending key."""
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        msg = f"{where}: {problems}"
+        raise ConfigError(msg) from exc
+
+
+def load_train_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML config (or start from the defaults when ``path`` is None) and apply overrides.
+
+    Raises:
+        ConfigError: unreadable file, not a mapping, unknown key, or invalid value.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            msg = f"cannot read training config {path}: {exc}"
+            raise ConfigError(msg) from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            msg = f"{path}: a training config must be a YAML mapping of sections"
+            raise ConfigError(msg)
+        data = loaded or {}
+    return build_train_config(apply_overrides(data, overrides), where=str(path or "defaults"))
