@@ -27,6 +27,7 @@ from pipeline.metrics import StreamMetrics
 from pipeline.stage_router import StageRouter
 from pipeline.verdict_store import VerdictStore
 from pipeline.video_flow import FaceStageResult, Stages, process_video
+from workers.ffmpeg_process import ProcessKilledError
 from workers.frame_decoder import FrameDecoder
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class DecoderActor:
             decode=self._decode,
             faces=self._faces,
             score=self._score,
-            worker_errors=(RayActorError, ActorDiedError, ActorUnavailableError),
+            worker_errors=(RayActorError, ActorDiedError, ActorUnavailableError, ProcessKilledError),
         )
         self.loop = ConsumeLoop(
             source_factory=lambda: KafkaSource(cfg.kafka, client_id=f"clipguard-{name}"),

@@ -10,6 +10,7 @@ error messages.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -19,6 +20,18 @@ from pipeline.errors import ConfigError, DecodeTimeoutError
 
 # showinfo logs one line per selected frame; those say nothing about a failure.
 _NOISE_MARKERS = ("Parsed_showinfo",)
+# ffmpeg prefixes lines with the logging context's address ("[mov,mp4,... @ 0x55d4...]"): it differs on
+# every run, and a message that differs makes a redelivered video's error verdict look new.
+_CONTEXT_ADDRESS = re.compile(r" @ 0x[0-9a-fA-F]+(?=\])")
+
+
+class ProcessKilledError(RuntimeError):
+    """ffmpeg/ffprobe died from a signal we did not send: its worker going down, the OOM killer.
+
+    Not something the video said, so never a verdict of its own: the decoder retries it
+    like a lost worker (``Stages.worker_errors``), and a decoder that is itself going down
+    stores nothing; the message is redelivered.
+    """
 
 
 @dataclass(frozen=True)
@@ -35,7 +48,8 @@ def run_with_timeout(args: list[str], *, timeout_s: float, video_id: str, what: 
     """Run ``args``, killing its process group if it runs past ``timeout_s``.
 
     A nonzero exit status is returned, not raised: the caller knows how to
-    classify the failure (not found, not a video, corrupt...).
+    classify the failure (not found, not a video, corrupt...). Death by a signal
+    is raised: it says nothing about the video.
 
     Args:
         args: The full command line, program first.
@@ -48,6 +62,7 @@ def run_with_timeout(args: list[str], *, timeout_s: float, video_id: str, what: 
 
     Raises:
         DecodeTimeoutError: If the limit expired; the process group is killed first.
+        ProcessKilledError: If a signal from elsewhere ended the process.
         ConfigError: If the program is not installed.
     """
     if timeout_s <= 0:
@@ -75,6 +90,9 @@ def run_with_timeout(args: list[str], *, timeout_s: float, video_id: str, what: 
         tail = stderr_tail(stderr.decode("utf-8", "replace"))
         msg = f"{what} of video {video_id!r} exceeded {timeout_s:.1f}s and was killed; stderr: {tail}"
         raise DecodeTimeoutError(msg) from None
+    if proc.returncode < 0:
+        msg = f"{what} of video {video_id!r} was killed by signal {-proc.returncode}, not by the time limit"
+        raise ProcessKilledError(msg)
     return ProcessResult(
         returncode=proc.returncode,
         stdout=stdout,
@@ -85,7 +103,7 @@ def run_with_timeout(args: list[str], *, timeout_s: float, video_id: str, what: 
 
 def stderr_tail(stderr: str, lines: int = 6) -> str:
     """The last meaningful stderr lines joined by `` | `` (per-frame log lines dropped)."""
-    kept = [line.strip() for line in stderr.splitlines() if line.strip()]
+    kept = [_CONTEXT_ADDRESS.sub("", line.strip()) for line in stderr.splitlines() if line.strip()]
     kept = [line for line in kept if not any(marker in line for marker in _NOISE_MARKERS)]
     return " | ".join(kept[-lines:]) if kept else "(no stderr)"
 
