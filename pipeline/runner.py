@@ -59,12 +59,16 @@ class RunTotals:
 
 
 def init_ray(cfg: ClipguardConfig) -> bool:
-    """Connect to the configured Ray, or start a local one. True if we started it."""
+    """Connect to the configured Ray, or start a local one.
+
+    True if this call connected (or started) Ray, so the caller owns the connection and
+    must ``ray.shutdown()`` it: for a cluster that only disconnects this driver.
+    """
     if ray.is_initialized():
         return False
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace)
-        return False
+        return True
     ray.init(
         address="local",  # a new local instance, never a stray one found on this machine
         namespace=cfg.ray.namespace,
@@ -106,7 +110,7 @@ def run_stream(
     """Run the stream until a signal, ``stop`` or ``stop_when(totals)``; returns the last totals."""
     stop = stop or StopFlag()
     with resolved_endpoints(cfg) as live:
-        started_ray = init_ray(live)
+        owns_ray = init_ray(live)
         stop.install()  # after ray.init: Ray's core worker installs its own (aborting) SIGTERM handler
         topology = None
         try:
@@ -134,5 +138,5 @@ def run_stream(
             final = topology.stop(live.stream.drain_timeout_s + 30)
             return RunTotals.of(final) if final else totals
         finally:
-            if started_ray:
+            if owns_ray:
                 ray.shutdown()

@@ -20,6 +20,21 @@ import pytest  # noqa: E402
 from pipeline.assets import assets_dir  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _no_ray_connection_left_behind():
+    """A test that leaves this process connected to Ray breaks every later `ray.init`.
+
+    Disconnect it and fail the test that leaked, so the leak is fixed where it starts.
+    """
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+        pytest.fail("the test left this process connected to Ray (ray.init without ray.shutdown)")
+
+
 @pytest.fixture(scope="session")
 def assets():
     """The shared assets folder (faces/, models/); a missing folder fails loudly."""
