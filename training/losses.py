@@ -10,7 +10,7 @@ weights and returns every term for logging.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -86,9 +86,14 @@ class LossTerms:
     unif: torch.Tensor
     total: torch.Tensor
 
+    def values(self) -> dict[str, torch.Tensor]:
+        """The terms by name, detached. Not ``dataclasses.asdict``: it deep-copies, which
+        raises on tensors that carry an autograd graph (every training loss)."""
+        return {f.name: getattr(self, f.name).detach() for f in fields(self)}
+
     def as_floats(self) -> dict[str, float]:
         """Plain floats for logging (synchronises with the device)."""
-        return {name: float(value.detach()) for name, value in asdict(self).items()}
+        return {name: float(value) for name, value in self.values().items()}
 
 
 def _pair_sq_dists(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -136,7 +141,7 @@ def detector_loss(logits: torch.Tensor, z: torch.Tensor, labels: torch.Tensor, w
 
 def nonfinite_terms(terms: LossTerms) -> tuple[str, ...]:
     """Names of the terms that are NaN or infinite (empty when all are finite)."""
-    return tuple(name for name, value in asdict(terms).items() if not bool(torch.isfinite(value.detach()).all()))
+    return tuple(name for name, value in terms.values().items() if not bool(torch.isfinite(value).all()))
 
 
 def ensure_finite(terms: LossTerms) -> LossTerms:

@@ -12,7 +12,6 @@ wait forever for the rank that skipped) and logged.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -69,20 +68,9 @@ class StepResult:
     reason: str = ""
 
 
-def _term_values(terms: LossTerms) -> dict[str, torch.Tensor]:
-    """The loss terms by name, read field by field.
-
-    ``losses.nonfinite_terms``/``ensure_finite`` and ``LossTerms.as_floats`` go
-    through ``dataclasses.asdict``, which deep-copies the tensors and raises on
-    any that carries an autograd graph (every training loss); reported to the
-    owner of ``training/losses.py``, worked around here.
-    """
-    return {field.name: getattr(terms, field.name).detach() for field in dataclasses.fields(terms)}
-
-
 def nonfinite_message(terms: LossTerms) -> str:
     """'' when every term is finite, else which terms are NaN/inf and their values."""
-    bad = {name: float(value) for name, value in _term_values(terms).items() if not bool(torch.isfinite(value).all())}
+    bad = {name: float(value) for name, value in terms.values().items() if not bool(torch.isfinite(value).all())}
     return "" if not bad else "non-finite loss (" + ", ".join(f"{k}={v}" for k, v in bad.items()) + ")"
 
 
@@ -136,7 +124,7 @@ def train_step(
         return StepResult(losses={}, skipped=True, reason=reason)
     terms.total.backward()
     optimizer.step()
-    return StepResult(losses={name: float(value) for name, value in _term_values(terms).items()})
+    return StepResult(losses={name: float(value) for name, value in terms.values().items()})
 
 
 def eval_step(

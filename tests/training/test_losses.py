@@ -144,3 +144,17 @@ def test_ensure_finite_passes_finite_and_rejects_nan():
         ensure_finite(bad)
     assert info.value.kind == "non_finite_loss"
     assert nonfinite_terms(bad) == ("ce", "total")
+
+
+def test_terms_with_an_autograd_graph_can_be_checked_and_logged():
+    # Training losses carry a graph; `dataclasses.asdict` would deep-copy them and raise.
+    z = F.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(3)), dim=-1).requires_grad_()
+    logits = torch.randn(4, 2, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    terms = detector_loss(logits, z, torch.tensor([0, 1, 0, 1]), loss_weights("paper"))
+    assert terms.total.grad_fn is not None
+    assert ensure_finite(terms) is terms
+    assert nonfinite_terms(terms) == ()
+    floats = terms.as_floats()
+    assert floats["total"] == pytest.approx(terms.total.item())
+    terms.total.backward()  # the graph is intact after the checks
+    assert z.grad is not None and logits.grad is not None
