@@ -20,6 +20,13 @@ from pipeline.config import ClipguardConfig
 from pipeline.errors import ClipguardError
 
 
+def stream_config(options: dict) -> ClipguardConfig:
+    """The stream's configuration: flags/env/defaults, then calibrated thresholds where a file applies."""
+    from pipeline.calibrated_thresholds import resolve_thresholds
+
+    return resolve_thresholds(build_config(options))
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -54,7 +61,7 @@ def run(exit_when_idle: float | None, **options) -> None:
     """Consume video IDs from Kafka and write verdicts to Redis until SIGTERM/SIGINT."""
     from pipeline.runner import run_stream
 
-    cfg = build_config(options)
+    cfg = stream_config(options)
     idle_since: list[float] = []
     last_received: list[int] = [-1]
 
@@ -73,6 +80,9 @@ def run(exit_when_idle: float | None, **options) -> None:
     def ready(live: ClipguardConfig, topology) -> None:
         click.echo(f"clipguard: model {topology.model_version}; kafka {live.kafka.bootstrap} topic "
                    f"{live.kafka.topic}; redis {_redacted(live.redis.url)}", err=True)  # fmt: skip
+        t = live.thresholds
+        click.echo(f"clipguard: thresholds fake>={t.fake:.6g} real<={t.real:.6g} "
+                   f"({t.file or 'configured, no calibration file'})", err=True)  # fmt: skip
 
     totals = run_stream(cfg, stop_when=idle, on_ready=ready)
     click.echo(json.dumps({"verdicts": totals.verdicts, "by_status": totals.by_status,
@@ -91,7 +101,7 @@ def demo(video_dir: Path | None, **options) -> None:
     for k, v in defaults.items():
         if options.get(k) is None:
             options[k] = v
-    run_demo(build_config(options), video_dir)
+    run_demo(stream_config(options), video_dir)
 
 
 # --- clients ---------------------------------------------------------------------------------
@@ -213,17 +223,18 @@ def services_reap() -> None:
 @config_options
 def show_config(**options) -> None:
     """Print the effective configuration (secrets masked)."""
-    doc = json.loads(build_config(options).model_dump_json())
+    doc = json.loads(stream_config(options).model_dump_json())
     doc["redis"]["url"] = _redacted(doc["redis"]["url"])  # a password may sit in the URL
     click.echo(json.dumps(doc, indent=2))
 
 
 def _register_training_commands() -> None:
-    """`prepare` and `train` live with the training code (they need Ray Train, not the stream)."""
-    from training.cli import prepare_command, train_command
+    """`prepare`, `train` and `evaluate` live with the training code (they need Ray Train, not the stream)."""
+    from training.cli import evaluate_command, prepare_command, train_command
 
     cli.add_command(prepare_command)
     cli.add_command(train_command)
+    cli.add_command(evaluate_command)
 
 
 _register_training_commands()

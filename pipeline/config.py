@@ -147,6 +147,11 @@ class AutoscaleConfig(_Section):
 class ThresholdConfig(_Section):
     fake: float = Field(0.6, ge=0, le=1, description="p_fake >= this -> 'fake'")
     real: float = Field(0.4, ge=0, le=1, description="p_fake <= this -> 'real'; between -> 'uncertain'")
+    file: Path | None = Field(
+        None,
+        description="calibrated thresholds JSON from `clipguard evaluate --calibrate`; unset: "
+        "<checkpoint>.thresholds.json beside model.checkpoint if it exists. fake/real given explicitly win",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ThresholdConfig:

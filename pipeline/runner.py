@@ -16,6 +16,7 @@ import ray
 
 from pipeline.assets import REPO_ROOT
 from pipeline.autoscaler import PoolAutoscaler
+from pipeline.calibrated_thresholds import resolve_thresholds
 from pipeline.config import ClipguardConfig
 from pipeline.endpoints import resolved_endpoints
 from pipeline.metrics import StreamMetrics
@@ -109,6 +110,7 @@ def run_stream(
 ) -> RunTotals:
     """Run the stream until a signal, ``stop`` or ``stop_when(totals)``; returns the last totals."""
     stop = stop or StopFlag()
+    cfg = resolve_thresholds(cfg)  # calibrated thresholds beside the checkpoint, for every caller, not only the CLI
     with resolved_endpoints(cfg) as live:
         owns_ray = init_ray(live)
         stop.install()  # after ray.init: Ray's core worker installs its own (aborting) SIGTERM handler

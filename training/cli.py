@@ -1,8 +1,9 @@
-"""Click commands ``prepare`` and ``train``, registered into ``clipguard`` by ``pipeline/cli.py``::
+"""Click commands ``prepare``, ``train`` and ``evaluate``, registered into ``clipguard`` by ``pipeline/cli.py``::
 
-    from training.cli import prepare_command, train_command
+    from training.cli import evaluate_command, prepare_command, train_command
     cli.add_command(prepare_command)
     cli.add_command(train_command)
+    cli.add_command(evaluate_command)
 
 Both are plain ``click.Command`` objects; errors are raised as ``ClipguardError``
 (``clipguard``'s ``main`` prints them and exits 2).
@@ -159,4 +160,116 @@ def train_command(config: Path | None, overrides: tuple[str, ...], resume: bool,
         json.dumps(
             {"checkpoint": str(exported), "epoch": metrics.get("epoch"), SELECTION_METRIC: metrics[SELECTION_METRIC]}
         )
+    )
+
+
+def _set_specs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...] | str | None):
+    """Click callback: NAME=PATH strings -> SetSpec (a bad one is a usage error, exit 2)."""
+    from training.evaluate import parse_set_spec
+
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            return parse_set_spec(value)
+        return tuple(parse_set_spec(v) for v in value)
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message, ctx=ctx, param=param) from exc
+
+
+_SPLITS = click.Choice(["all", "train", "val", "test"])
+
+
+@click.command("evaluate")
+@click.argument("sets", nargs=-1, metavar="[NAME=PATH]...", callback=_set_specs)
+@click.option("--test-set", "test_sets", multiple=True, metavar="NAME=PATH", callback=_set_specs,
+              help="a labelled test set (repeatable): a crop manifest (crops.csv from `clipguard prepare`) or a "
+              "video manifest (.csv/.jsonl: path, label, split, dataset), prepared into --out first")  # fmt: skip
+@click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="LN-tuned checkpoint (<name>.safetensors, manifest beside it); default: the base model")  # fmt: skip
+@click.option("--arch", default=None, help="open_clip ViT name [default: the stream's model.arch]")
+@click.option("--pretrained", default=None,
+              help="base tower weights: 'openai', a local file, or 'none' "
+              "[default: the stream's model.pretrained]")  # fmt: skip
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--aggregation", type=click.Choice(["mean", "median"]), default="mean", show_default=True,
+              help="video score from its crops' p_fake (the stream's model.aggregation)")  # fmt: skip
+@click.option("--split", type=_SPLITS, default="all", show_default=True,
+              help="use only the rows of this split of each test set")  # fmt: skip
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="output folder: report.json, scores.csv, roc/pr/hist_<set>.png, prepared/")  # fmt: skip
+@click.option("--calibrate", is_flag=True,
+              help="pick the stream's fake/real thresholds on --val-set and write them where `clipguard run` reads "
+              "them (<checkpoint>.thresholds.json, or --out/thresholds.json for the base model)")  # fmt: skip
+@click.option("--val-set", default=None, metavar="NAME=PATH", callback=_set_specs,
+              help="validation set for --calibrate (never a test set); scored and reported too")  # fmt: skip
+@click.option("--val-split", type=_SPLITS, default="all", show_default=True, help="split of --val-set to use")
+@click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="--calibrate: largest share of real validation videos labelled fake")  # fmt: skip
+@click.option("--target-fnr", type=click.FloatRange(0, 1), default=None,
+              help="--calibrate: largest share of fake validation videos labelled real "
+              "[default: --target-fpr]")  # fmt: skip
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Ray scoring actors")
+@click.option("--cpus-per-worker", default=1.0, show_default=True)
+@click.option("--gpus-per-worker", default=0.0, show_default=True)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="crops per scoring call")
+@click.option("--video-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="video manifests: folder their paths are relative to (default: each manifest's folder)")  # fmt: skip
+@click.option("--num-frames", default=32, show_default=True, help="video manifests: frames sampled per video")
+@click.option("--face-policy", type=click.Choice(["largest", "all"]), default="largest", show_default=True,
+              help="video manifests: largest = paper protocol; all = every face")  # fmt: skip
+@click.option("--detector-path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="video manifests: SCRFD ONNX model (default: the shared test asset)")  # fmt: skip
+@click.option("--max-side", default=1280, show_default=True, help="video manifests: frames downscaled to this side")
+@click.option("--decode-timeout", default=120.0, show_default=True, help="video manifests: seconds per video")
+@click.option("--prepare-workers", default=2, show_default=True, help="video manifests: Ray actors preparing videos")
+@click.option("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS or a local Ray)")
+def evaluate_command(sets, test_sets, **opts) -> None:
+    """Score labelled test sets with a checkpoint (or the base model) on Ray; write metrics, scores and plots.
+
+    Per set and for all sets together: video AUROC, macro mAP, EER and its threshold, TPR at FPR 0.1/1/5 %,
+    frame AUROC and counts (videos without crops are listed). With --calibrate, also picks the stream's
+    verdict thresholds on a validation set at --target-fpr / --target-fnr.
+    """
+    from pipeline.config import ModelConfig
+    from training.eval_run import EvalOptions, run_evaluation
+    from training.evaluate import PrepareSettings
+
+    specs = tuple(sets) + tuple(test_sets)
+    if not specs and opts["val_set"] is None:
+        msg = "give at least one test set (NAME=PATH or --test-set NAME=PATH)"
+        raise click.UsageError(msg)
+    given = {k: opts[k] for k in ("arch", "pretrained", "checkpoint") if opts[k] is not None}
+    model = ModelConfig(**given, device=opts["device"], aggregation=opts["aggregation"])
+    prepare = PrepareSettings(
+        source=SourceConfig(timeout_s=opts["decode_timeout"]),
+        sampling=SamplingConfig(num_frames=opts["num_frames"], max_side=opts["max_side"]),
+        faces=FacesConfig(detector_path=opts["detector_path"], policy=opts["face_policy"]),
+        video_root=opts["video_root"],
+        workers=opts["prepare_workers"],
+    )
+
+    def progress(outcome: VideoOutcome) -> None:
+        click.echo(f"prepared {outcome.status:8s} {len(outcome.crops):3d} crops  {outcome.video_id}", err=True)
+
+    run_evaluation(
+        EvalOptions(
+            model=model,
+            sets=specs,
+            out_dir=opts["out_dir"],
+            prepare=prepare,
+            split=opts["split"],
+            workers=opts["workers"],
+            cpus_per_worker=opts["cpus_per_worker"],
+            gpus_per_worker=opts["gpus_per_worker"],
+            batch_size=opts["batch_size"],
+            val_set=opts["val_set"],
+            val_split=opts["val_split"],
+            calibrate=opts["calibrate"],
+            target_fpr=opts["target_fpr"],
+            target_fnr=opts["target_fnr"],
+            ray_address=opts["ray_address"],
+        ),
+        echo=click.echo,
+        progress=progress,
     )

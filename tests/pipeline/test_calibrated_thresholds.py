@@ -1,0 +1,129 @@
+"""How the stream resolves its verdict thresholds: calibrated file beside the checkpoint, explicit values, refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from pipeline.calibrated_thresholds import (
+    ThresholdsFile,
+    resolve_thresholds,
+    thresholds_path_for,
+    write_thresholds_file,
+)
+from pipeline.cli_options import build_config
+from pipeline.config import ClipguardConfig, ModelConfig
+from pipeline.errors import ConfigError
+from training.model import DetectorConfig, PreprocessConfig, build_detector, read_manifest, save_checkpoint
+from training.model.lntuning import is_trained_param
+
+TINY = {"arch": "ViT-Tiny-test", "pretrained": "none"}
+
+
+def save_tiny_checkpoint(path, seed: int):
+    detector = build_detector(DetectorConfig(**TINY, device="cpu")).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in detector.named_parameters():
+            if is_trained_param(name):
+                param.add_(0.1 * torch.randn(param.shape, generator=g))
+    save_checkpoint(detector, path, preprocess=PreprocessConfig())
+    return path.with_name(path.name + ".safetensors")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpts")
+    return save_tiny_checkpoint(root / "a", 1), save_tiny_checkpoint(root / "b", 2)
+
+
+def calibrated_for(checkpoint, fake=0.73, real=0.55, **changes) -> ThresholdsFile:
+    manifest = read_manifest(checkpoint) if checkpoint else None
+    content = ThresholdsFile(
+        fake=fake, real=real, target_fpr=0.01, target_fnr=0.01, achieved={"fpr": 0.0}, validation_set="val.csv",
+        model_version=manifest.version if manifest else "ViT-Tiny-test-none-untrained-head", arch="ViT-Tiny-test",
+        pretrained="none", checkpoint=str(checkpoint) if checkpoint else None,
+        weights_sha256=manifest.weights_sha256 if manifest else None,
+    )  # fmt: skip
+    return dataclasses.replace(content, **changes)
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    for key in ("CLIPGUARD_THRESHOLDS__FAKE", "CLIPGUARD_THRESHOLDS__REAL", "CLIPGUARD_THRESHOLDS__FILE"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def stream_cfg(checkpoint=None, **thresholds) -> ClipguardConfig:
+    model = ModelConfig(**TINY, checkpoint=checkpoint)
+    return ClipguardConfig(model=model, **({"thresholds": thresholds} if thresholds else {}))
+
+
+def test_thresholds_file_name_sits_beside_the_checkpoint(tmp_path):
+    expected = tmp_path / "best.thresholds.json"
+    for given in ("best", "best.safetensors", "best.manifest.json"):
+        assert thresholds_path_for(tmp_path / given) == expected
+
+
+def test_stream_picks_up_the_file_beside_its_checkpoint(checkpoints, no_env):
+    a, _ = checkpoints
+    path = write_thresholds_file(thresholds_path_for(a), calibrated_for(a))
+    try:
+        resolved = resolve_thresholds(stream_cfg(a))
+        assert (resolved.thresholds.fake, resolved.thresholds.real, resolved.thresholds.file) == (0.73, 0.55, path)
+        assert resolve_thresholds(stream_cfg(None)).thresholds == stream_cfg(None).thresholds  # no checkpoint, no file
+    finally:
+        path.unlink()
+    assert resolve_thresholds(stream_cfg(a)).thresholds.file is None  # file gone: the configured values
+
+
+def test_explicit_thresholds_win_field_by_field(checkpoints, no_env, monkeypatch):
+    a, _ = checkpoints
+    path = write_thresholds_file(thresholds_path_for(a), calibrated_for(a))
+    try:
+        monkeypatch.setenv("CLIPGUARD_THRESHOLDS__FAKE", "0.9")
+        resolved = resolve_thresholds(stream_cfg(a))
+        assert (resolved.thresholds.fake, resolved.thresholds.real) == (0.9, 0.55)  # real from the file
+        flagged = resolve_thresholds(build_config({"thresholds__real": "0.05", "model__checkpoint": str(a), **{
+            f"model__{k}": v for k, v in TINY.items()}}))  # fmt: skip
+        assert (flagged.thresholds.fake, flagged.thresholds.real) == (0.9, 0.05)  # env fake + flag real
+        monkeypatch.setenv("CLIPGUARD_THRESHOLDS__FAKE", "0.5")  # below the file's real: refused, not swapped
+        with pytest.raises(ConfigError, match="invalid"):
+            resolve_thresholds(stream_cfg(a))
+    finally:
+        path.unlink()
+
+
+def test_thresholds_for_other_weights_are_refused(checkpoints, no_env, tmp_path):
+    a, b = checkpoints
+    stale = write_thresholds_file(tmp_path / "stale.json", calibrated_for(a))
+    with pytest.raises(ConfigError, match="calibrated for other weights"):
+        resolve_thresholds(stream_cfg(b, file=stale))
+    with pytest.raises(ConfigError, match="without a checkpoint"):
+        resolve_thresholds(stream_cfg(None, file=stale))
+    base = write_thresholds_file(tmp_path / "base.json", calibrated_for(None))
+    assert resolve_thresholds(stream_cfg(None, file=base)).thresholds.fake == 0.73
+    with pytest.raises(ConfigError, match="calibrated for other weights"):
+        resolve_thresholds(stream_cfg(a, file=base))
+    median = write_thresholds_file(tmp_path / "median.json", calibrated_for(a, aggregation="median"))
+    with pytest.raises(ConfigError, match="median"):
+        resolve_thresholds(stream_cfg(a, file=median))
+
+
+def test_missing_or_malformed_thresholds_file_is_an_error(tmp_path, no_env):
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_thresholds(stream_cfg(None, file=tmp_path / "nope.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        resolve_thresholds(stream_cfg(None, file=bad))
+    bad.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ConfigError, match="not a clipguard thresholds file"):
+        resolve_thresholds(stream_cfg(None, file=bad))
+    doc = json.loads(calibrated_for(None).to_json())
+    bad.write_text(json.dumps({**doc, "fakee": 0.5}))
+    with pytest.raises(ConfigError, match="unknown"):
+        resolve_thresholds(stream_cfg(None, file=bad))

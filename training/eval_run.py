@@ -1,0 +1,195 @@
+"""One ``clipguard evaluate`` run, in order:
+
+1. connect to Ray (``ray.init`` only if this process is not connected; shut down only what was started here);
+2. load every set, preparing raw video manifests first (:func:`training.prepare.prepare_videos`);
+3. start the scoring actors once and score every set (and the validation set);
+4. metrics per set and for the union; with ``calibrate``, thresholds from the validation set;
+5. write scores.csv, the plots, report.json and (with ``calibrate``) the thresholds file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from pipeline.calibrated_thresholds import (
+    ThresholdsFile,
+    check_identity,
+    read_thresholds_file,
+    thresholds_path_for,
+    write_thresholds_file,
+)
+from pipeline.config import ModelConfig, ThresholdConfig
+from pipeline.errors import ConfigError
+from training.calibration import Calibration, calibrate_thresholds
+from training.eval_report import console_table, plot_set, set_section, write_json, write_scores_csv
+from training.evaluate import PrepareSettings, SetResult, SetSpec, evaluate_set, load_set, start_scorers, union_result
+from training.metrics import TPR_AT_FPR
+from training.model.checkpoint import read_manifest
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Everything a run needs (the CLI builds it from its flags)."""
+
+    model: ModelConfig
+    sets: tuple[SetSpec, ...]
+    out_dir: Path
+    prepare: PrepareSettings
+    split: str = "all"
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    batch_size: int = 32
+    val_set: SetSpec | None = None
+    val_split: str = "all"
+    calibrate: bool = False
+    target_fpr: float = 0.01
+    target_fnr: float | None = None
+    ray_address: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """What the run wrote and found."""
+
+    report: dict[str, Any]
+    report_path: Path
+    table: str
+    thresholds_path: Path | None
+
+
+def model_identity(model: ModelConfig, version: str) -> dict[str, Any]:
+    """Arch, weights and version of the evaluated model (checkpoint manifest fields when there is one)."""
+    ident: dict[str, Any] = {"arch": model.arch, "pretrained": model.pretrained, "model_version": version,
+                             "checkpoint": None, "weights_sha256": None, "aggregation": model.aggregation}  # fmt: skip
+    if model.checkpoint is not None:
+        manifest = read_manifest(model.checkpoint)
+        ident.update(checkpoint=str(model.checkpoint.resolve()), weights_sha256=manifest.weights_sha256,
+                     checkpoint_version=manifest.version, base_source=manifest.base_source, preset=manifest.preset,
+                     checkpoint_created_at=manifest.created_at, checkpoint_metrics=manifest.metrics)  # fmt: skip
+    return ident
+
+
+def _thresholds_in_use(model: ModelConfig, calibrated: ThresholdsFile | None) -> tuple[ThresholdConfig, str]:
+    """Verdict thresholds to count labels with: calibrated now, the checkpoint's file, or the stream defaults."""
+    if calibrated is not None:
+        return ThresholdConfig(fake=calibrated.fake, real=calibrated.real), "calibrated by this run"
+    if model.checkpoint is not None and thresholds_path_for(model.checkpoint).is_file():
+        path = thresholds_path_for(model.checkpoint)
+        content = read_thresholds_file(path)
+        check_identity(content, model, path)
+        return ThresholdConfig(fake=content.fake, real=content.real, file=path), str(path)
+    return ThresholdConfig(), "stream defaults"
+
+
+def _calibrate(opts: EvalOptions, val: SetResult, version: str, ident: dict[str, Any]) -> tuple[Calibration, Path]:
+    if val.null_reason is not None:
+        msg = f"cannot calibrate on validation set {val.name!r}: {val.null_reason}"
+        raise ConfigError(msg)
+    calibration = calibrate_thresholds(val.videos.labels, val.videos.scores, opts.target_fpr, opts.target_fnr)
+    path = thresholds_path_for(opts.model.checkpoint) if opts.model.checkpoint else opts.out_dir / "thresholds.json"
+    content = ThresholdsFile(
+        fake=calibration.fake,
+        real=calibration.real,
+        target_fpr=calibration.target_fpr,
+        target_fnr=calibration.target_fnr,
+        achieved=calibration.to_dict(),
+        validation_set=str(val.info["path"]),
+        model_version=version,
+        arch=opts.model.arch,
+        pretrained=opts.model.pretrained,
+        checkpoint=ident["checkpoint"],
+        weights_sha256=ident["weights_sha256"],
+        aggregation=opts.model.aggregation,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        extra={"validation_split": val.info["split"], "validation_counts": val.counts()},
+    )
+    write_thresholds_file(path, content)
+    return calibration, path
+
+
+def run_evaluation(opts: EvalOptions, echo: Callable[[str], None], progress: Callable | None = None) -> EvalOutcome:
+    """Score, measure and write everything (see the module docstring)."""
+    if opts.calibrate and opts.val_set is None:
+        msg = "--calibrate needs a validation set (--val-set NAME=PATH); thresholds are never picked on test sets"
+        raise ConfigError(msg)
+    names = [s.name for s in opts.sets] + ([opts.val_set.name] if opts.val_set else [])
+    if len(set(names)) != len(names):
+        msg = f"set names must be unique, got {names}"
+        raise ConfigError(msg)
+    for spec in [*opts.sets, *([opts.val_set] if opts.val_set else [])]:
+        if not spec.path.is_file():  # before Ray starts
+            msg = f"set {spec.name!r}: {spec.path} is not a file (expected crops.csv or a .csv/.jsonl video manifest)"
+            raise ConfigError(msg)
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    if opts.model.checkpoint is not None:
+        read_manifest(opts.model.checkpoint)  # a missing or broken checkpoint fails before Ray starts
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=opts.ray_address)
+    try:
+        prepared_root = opts.out_dir / "prepared"
+        loaded = [load_set(s, opts.split, prepared_root, opts.prepare, progress) for s in opts.sets]
+        val_loaded = None
+        if opts.val_set is not None:
+            val_loaded = load_set(opts.val_set, opts.val_split, prepared_root, opts.prepare, progress)
+        actors = start_scorers(opts.model, opts.workers, opts.batch_size, opts.cpus_per_worker, opts.gpus_per_worker)
+        try:
+            version = ray.get(actors[0].version.remote())
+            results = [evaluate_set(s, actors, opts.batch_size, opts.model.aggregation) for s in loaded]
+            val = evaluate_set(val_loaded, actors, opts.batch_size, opts.model.aggregation) if val_loaded else None
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+    finally:
+        if started:
+            ray.shutdown()
+    return write_outputs(opts, results, val, version, echo)
+
+
+def write_outputs(
+    opts: EvalOptions, results: Sequence[SetResult], val: SetResult | None, version: str, echo: Callable[[str], None]
+) -> EvalOutcome:
+    """Steps 4-5 on scored sets: union, calibration, scores.csv, plots, report.json, console table."""
+    union = union_result(results, opts.model.aggregation)
+    ident = model_identity(opts.model, version)
+    calibration, thresholds_path, calibrated = None, None, None
+    if opts.calibrate and val is not None:
+        calibration, thresholds_path = _calibrate(opts, val, version, ident)
+        calibrated = read_thresholds_file(thresholds_path)
+    thresholds, source = _thresholds_in_use(opts.model, calibrated)
+    write_scores_csv(opts.out_dir / "scores.csv", [*results, *([val] if val else [])])
+    sections = {r.name: set_section(r, thresholds, plot_set(opts.out_dir, r)) for r in results}
+    report = {
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "model": ident,
+        "test_sets": sections,
+        "overall": set_section(union, thresholds, plot_set(opts.out_dir, union)),
+        "validation_set": set_section(val, thresholds, plot_set(opts.out_dir, val)) if val else None,
+        "thresholds": {
+            "tpr_at_fpr_targets": list(TPR_AT_FPR),
+            "verdict": {"fake": thresholds.fake, "real": thresholds.real, "source": source},
+            "eer_threshold_per_set": {r.name: (r.metrics or {}).get("video_eer_threshold") for r in [*results, union]},
+        },
+        "calibration": None
+        if calibration is None
+        else {**calibration.to_dict(), "file": str(thresholds_path), "validation_set": str(val.info["path"])},
+    }
+    path = write_json(opts.out_dir / "report.json", report)
+    table = console_table([*results, union])
+    echo(table)
+    echo(f"report: {path}")
+    if thresholds_path is not None:
+        echo(f"thresholds fake={calibration.fake:.6g} real={calibration.real:.6g} written to {thresholds_path}")
+        if opts.model.checkpoint is None:
+            echo(f"use them: clipguard run --model-arch {opts.model.arch} --model-pretrained {opts.model.pretrained} "
+                 f"--thresholds-file {thresholds_path}")  # fmt: skip
+        else:
+            echo(f"`clipguard run --model-checkpoint {opts.model.checkpoint}` picks them up automatically")
+    return EvalOutcome(report, path, table, thresholds_path)
