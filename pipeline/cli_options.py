@@ -64,4 +64,5 @@ def build_config(options: dict[str, Any]) -> ClipguardConfig:
     try:
         return ClipguardConfig(**nested)
     except ValidationError as exc:
-        raise click.UsageError(f"invalid configuration:\n{exc}") from exc
+        msg = f"invalid configuration:\n{exc}"
+        raise click.UsageError(msg) from exc

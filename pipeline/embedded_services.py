@@ -148,7 +148,8 @@ class EmbeddedRedis(EmbeddedService):
     def _ready(self) -> bool:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            # A password-protected server answers NOAUTH: it is up all the same.
+            return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         return False
 
     @property
@@ -185,10 +186,7 @@ def start_redis(port: int | None = None, workdir: Path | None = None, password: 
     if password:
         argv += ["--requirepass", password]
     log_path = (workdir or state_dir()) / f"redis-{port}.log"
-    service = EmbeddedRedis("redis", argv, port, log_path)
-    if password:  # PING answers NOAUTH: readiness is the port alone
-        service._ready = lambda: True  # type: ignore[method-assign]
-    return service.start()
+    return EmbeddedRedis("redis", argv, port, log_path).start()
 
 
 def reap_stale() -> list[int]:

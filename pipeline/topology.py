@@ -112,7 +112,7 @@ class Topology:
             pool.append(make())
         # Dropped handles are not killed: decoders stop routing to them after set_pools,
         # their in-flight calls finish, and Ray releases an actor once no handle is left.
-        del pool[max(n, 1):]
+        del pool[max(n, 1) :]
         for decoder in self.decoders:
             decoder.set_pools.remote(self.faces, self.detectors)
 

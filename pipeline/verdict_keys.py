@@ -51,6 +51,7 @@ def dead_letter_stream_key(prefix: str) -> str:
 
 def verdict_digest(verdict: Verdict) -> str:
     """Hash of what the verdict says (status, scores, counts, model, error)."""
+
     def r(x: float | None) -> float | None:
         return None if x is None else round(x, _DIGEST_DECIMALS)
 
@@ -104,9 +105,7 @@ def decode_verdict(fields: dict[str, str]) -> Verdict:
         model_version=f["model_version"],
         p_fake=float(f["p_fake"]) if f.get("p_fake") else None,
         tracks=tuple(TrackScore(**t) for t in json.loads(f.get("tracks") or "[]")),
-        crop_scores=tuple(
-            CropScore(**{**c, "box": tuple(c["box"])}) for c in json.loads(f.get("crop_scores") or "[]")
-        ),
+        crop_scores=tuple(CropScore(**{**c, "box": tuple(c["box"])}) for c in json.loads(f.get("crop_scores") or "[]")),
         timings_s=json.loads(f.get("timings_s") or "{}"),
         metadata=json.loads(f.get("metadata") or "{}"),
         source=source,

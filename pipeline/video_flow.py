@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import ClipguardConfig
-from pipeline.contracts import CropScore, FaceCrop, SampledFrame, VideoJob, Verdict
+from pipeline.contracts import CropScore, FaceCrop, SampledFrame, Verdict, VideoJob
 from pipeline.errors import ClipguardError, DecodeTimeoutError
 from workers.aggregation import aggregate, label_for, most_suspicious, track_scores
 
@@ -149,4 +149,5 @@ async def process_video(job: VideoJob, stages: Stages, cfg: ClipguardConfig, mod
                 lost = WorkerLostError(f"a stage worker died {attempts} times: {type(exc).__name__}")
                 return error_verdict(job, model_version, lost, received_at=received_at, timings_s=timings)
             await asyncio.sleep(backoff_s[min(attempt - 1, len(backoff_s) - 1)] if backoff_s else 0)
-    raise AssertionError("unreachable")
+    msg = "unreachable: the last attempt returns"
+    raise AssertionError(msg)

@@ -113,10 +113,19 @@ def ray_address():
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray puts unix sockets under it
-    cmd = [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=6", "--include-dashboard=false",
-           "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
-    head = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        ray_bin,
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--num-cpus=6",
+        "--include-dashboard=false",
+        "--node-ip-address=127.0.0.1",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]
+    head = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while True:
         with socket.socket() as s:

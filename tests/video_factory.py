@@ -45,14 +45,35 @@ def _ffmpeg(*args: str) -> None:
         raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
 
 
-def _encode_frames(
-    path: Path, frames: Iterator[np.ndarray], size: tuple[int, int], fps: float, *extra: str
-) -> Path:
+def _encode_frames(path: Path, frames: Iterator[np.ndarray], size: tuple[int, int], fps: float, *extra: str) -> Path:
     """Encode RGB uint8 frames of ``size`` (w, h) piped from Python with libx264."""
     cmd = [
-        FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}", "-r", str(fps), "-i", "pipe:",
-        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "20", "-pix_fmt", "yuv420p", *extra, str(path),
+        FFMPEG,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{size[0]}x{size[1]}",
+        "-r",
+        str(fps),
+        "-i",
+        "pipe:",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-crf",
+        "20",
+        "-pix_fmt",
+        "yuv420p",
+        *extra,
+        str(path),
     ]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None
@@ -136,8 +157,21 @@ def make_vfr_video(path: Path, n_frames: int = 100) -> Path:
         f"setpts='N+if(gte(N\\,{half})\\,(N-{half})*(N-{half}+1)/2\\,0)'"
     )
     _ffmpeg(
-        "-f", "lavfi", "-i", src, "-frames:v", str(n_frames), "-fps_mode", "vfr",
-        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path),
+        "-f",
+        "lavfi",
+        "-i",
+        src,
+        "-frames:v",
+        str(n_frames),
+        "-fps_mode",
+        "vfr",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        str(path),
     )
     return path
 
@@ -164,8 +198,19 @@ def make_odd_sized_video(path: Path, width: int = 333, height: int = 201, n_fram
     ``testsrc`` (RGB) rather than ``testsrc2``, which rounds sizes to even.
     """
     _ffmpeg(
-        "-f", "lavfi", "-i", f"testsrc=s={width}x{height}:r=10", "-frames:v", str(n_frames),
-        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p", str(path),
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc=s={width}x{height}:r=10",
+        "-frames:v",
+        str(n_frames),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv444p",
+        str(path),
     )
     return path
 
@@ -173,8 +218,19 @@ def make_odd_sized_video(path: Path, width: int = 333, height: int = 201, n_fram
 def make_large_video(path: Path, width: int = 1920, height: int = 1080, n_frames: int = 4) -> Path:
     """A few frames of a full-HD (or any size) test pattern, to check early downscaling."""
     _ffmpeg(
-        "-f", "lavfi", "-i", f"testsrc2=s={width}x{height}:r=10", "-frames:v", str(n_frames),
-        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path),
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=s={width}x{height}:r=10",
+        "-frames:v",
+        str(n_frames),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        str(path),
     )
     return path
 
@@ -242,8 +298,19 @@ def make_portrait_video(
 def make_no_face_video(path: Path, n_frames: int = 4, size: tuple[int, int] = (320, 240)) -> Path:
     """A lavfi test pattern with no face in it."""
     _ffmpeg(
-        "-f", "lavfi", "-i", f"testsrc2=s={size[0]}x{size[1]}:r=4", "-frames:v", str(n_frames),
-        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path),
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=s={size[0]}x{size[1]}:r=4",
+        "-frames:v",
+        str(n_frames),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        str(path),
     )
     return path
 
@@ -323,8 +390,17 @@ def make_huge_declared_video(path: Path, width: int = 16000, height: int = 16000
 def make_long_video(path: Path, duration_s: float = 7200.0, fps: float = 0.1) -> Path:
     """A long but cheap video: 32x32 grey at ``fps`` (default 2 hours, 720 frames, ~0.3 s to make)."""
     _ffmpeg(
-        "-f", "lavfi", "-i", f"color=gray:s=32x32:r={fps}:d={duration_s}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path),
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=gray:s=32x32:r={fps}:d={duration_s}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        str(path),
     )
     return path
 

@@ -133,7 +133,13 @@ class FaceDetector:
         self.providers = active
         logger.info(
             "SCRFD %s on %s, input %dx%d, det_thresh %.2f, nms %.2f, batch %d%s",
-            path.name, active, size, size, config.det_thresh, config.nms_thresh, self._batch_size,
+            path.name,
+            active,
+            size,
+            size,
+            config.det_thresh,
+            config.nms_thresh,
+            self._batch_size,
             "" if self._batch_size > 1 else " (fixed batch dimension: frames are looped)",
         )
 
@@ -176,8 +182,11 @@ class FaceDetector:
         canvases, scales = zip(*(self._letterbox(img) for img in images), strict=True)
         # RGB input, so no channel swap (insightface swaps its BGR input to RGB).
         blob = cv2.dnn.blobFromImages(
-            list(canvases), 1.0 / self._model.input_std, (self._size, self._size),
-            (self._model.input_mean,) * 3, swapRB=False,
+            list(canvases),
+            1.0 / self._model.input_std,
+            (self._size, self._size),
+            (self._model.input_mean,) * 3,
+            swapRB=False,
         )
         outs = self._model.session.run(self._model.output_names, {self._model.input_name: blob})
         return [self._decode_one(outs, b, scale) for b, scale in enumerate(scales)]

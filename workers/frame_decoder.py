@@ -128,8 +128,15 @@ class FrameDecoder:
         done = time.monotonic()
         logger.info(
             "video %r: %d/%d frames by %s (%dx%d, %d frames, rotation %d) in %.2fs",
-            job.video_id, len(frames), len(indices), method, probe.info.width, probe.info.height,
-            probe.info.n_frames, probe.info.rotation, done - start,
+            job.video_id,
+            len(frames),
+            len(indices),
+            method,
+            probe.info.width,
+            probe.info.height,
+            probe.info.n_frames,
+            probe.info.rotation,
+            done - start,
         )
         return DecodedVideo(
             video_id=job.video_id,
@@ -180,7 +187,9 @@ class FrameDecoder:
         if len(frames) < len(indices):
             logger.warning(
                 "video %r: decoded %d of %d sampled frames (video shorter than its header says?)",
-                source.video_id, len(frames), len(indices),
+                source.video_id,
+                len(frames),
+                len(indices),
             )
         return frames
 
@@ -222,7 +231,10 @@ class FrameDecoder:
             if stamp is not None and stamp - index / fps > 1.5 / fps:
                 logger.warning(
                     "video %r: seek to frame %d (%.3fs) decoded a frame at %.3fs; keyframes sparser than the preroll?",
-                    source.video_id, index, index / fps, stamp,
+                    source.video_id,
+                    index,
+                    index / fps,
+                    stamp,
                 )
             frames.append(SampledFrame(index=index, timestamp_s=_timestamp(stamp, index, fps), image=images[0]))
         return frames

@@ -58,9 +58,16 @@ _COUNT_TOLERANCE = 0.5
 # Leading bytes of the containers we accept; a file that starts like one of
 # them but cannot be read is corrupt (e.g. truncated), otherwise not a video.
 _SIGNATURES: tuple[tuple[int, bytes], ...] = (
-    (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (4, b"skip"),
+    (4, b"ftyp"),
+    (4, b"moov"),
+    (4, b"mdat"),
+    (4, b"free"),
+    (4, b"wide"),
+    (4, b"skip"),
     (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM (EBML)
-    (0, b"RIFF"), (0, b"FLV"), (0, b"OggS"),
+    (0, b"RIFF"),
+    (0, b"FLV"),
+    (0, b"OggS"),
     (0, b"\x00\x00\x01\xba"),  # MPEG program stream
     (0, b"\x30\x26\xb2\x75"),  # ASF
 )

@@ -94,6 +94,7 @@ def test_dashboard_queries_only_known_metrics(title, expr):
 
 def test_dashboard_queries_parse_as_promql():
     import promql_parser  # noqa: F401 - a dev dependency: PromQL syntax is always checked
+
     for title, expr in dashboard_exprs():
         names = parsed_metric_names(substitute_grafana_variables(expr))
         assert names <= known_metric_names(), f"{title}: {names - known_metric_names()}"
@@ -232,5 +233,6 @@ def test_unknown_metric_or_broken_promql_is_caught():
     assert not metric_names_in("sum(rate(ray_clipguard_verdicts_writen_total[5m]))") <= known
     assert not metric_names_in("clipguard:lag:sum > 0") <= known | recorded_names()
     import promql_parser
+
     with pytest.raises(ValueError):
         promql_parser.parse("sum(rate(ray_clipguard_videos_in_total[5m])")

@@ -33,8 +33,15 @@ class Pools:
         self.sizes[stage] = n
 
 
-AUTO = AutoscaleConfig(enabled=True, interval_s=1, face_workers_max=3, decoders_max=2, target_drain_s=5,
-                       scale_up_cooldown_s=0, scale_down_cooldown_s=2)
+AUTO = AutoscaleConfig(
+    enabled=True,
+    interval_s=1,
+    face_workers_max=3,
+    decoders_max=2,
+    target_drain_s=5,
+    scale_up_cooldown_s=0,
+    scale_down_cooldown_s=2,
+)
 
 
 def test_policy_bounds_default_to_the_stream_counts():
@@ -97,8 +104,9 @@ def test_autoscaler_on_ray_grows_the_face_pool_under_backlog_and_releases_it_whe
         return bool(finished_at) and sizes[-1] == 1 and time.monotonic() - finished_at[0] > 1
 
     start = time.monotonic()
-    totals = run_stream(cfg, stop_when=lambda t: stop_when(t) or time.monotonic() - start > 400,
-                        on_progress=progress, interval_s=0.5)
+    totals = run_stream(
+        cfg, stop_when=lambda t: stop_when(t) or time.monotonic() - start > 400, on_progress=progress, interval_s=0.5
+    )
     assert totals.verdicts == len(ids)
     assert max(sizes) > 1, sizes  # grew under the backlog
     assert sizes[-1] == 1, sizes  # released when idle

@@ -9,8 +9,16 @@ from pipeline.verdict_store import VerdictStore
 
 
 def _flags(kafka_config, redis_config):
-    return ["--kafka-bootstrap", kafka_config.bootstrap, "--kafka-topic", kafka_config.topic,
-            "--redis-url", redis_config.url, "--redis-key-prefix", redis_config.key_prefix]
+    return [
+        "--kafka-bootstrap",
+        kafka_config.bootstrap,
+        "--kafka-topic",
+        kafka_config.topic,
+        "--redis-url",
+        redis_config.url,
+        "--redis-key-prefix",
+        redis_config.key_prefix,
+    ]
 
 
 def test_cli_publish_ids_files_and_json_jobs(kafka_config, redis_config, tmp_path):
@@ -24,12 +32,21 @@ def test_cli_publish_ids_files_and_json_jobs(kafka_config, redis_config, tmp_pat
     r = CliRunner().invoke(cli, ["publish", *flags, "v9", "--uri", "https://h/v9.mp4", "--metadata", '{"t": 1}'])
     assert r.exit_code == 0, r.output
     assert (root / "uploads" / "clip.mp4").is_file()  # a file outside the root is copied in
-    c = KafkaConsumer(kafka_config.topic, bootstrap_servers=kafka_config.bootstrap, auto_offset_reset="earliest",
-                      consumer_timeout_ms=5000)
+    c = KafkaConsumer(
+        kafka_config.topic,
+        bootstrap_servers=kafka_config.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     values = sorted(m.value for m in c)
     c.close()
-    assert values == sorted([b"a/b.mp4", b"uploads/clip.mp4",
-                             json.dumps({"video_id": "v9", "uri": "https://h/v9.mp4", "metadata": {"t": 1}}).encode()])
+    assert values == sorted(
+        [
+            b"a/b.mp4",
+            b"uploads/clip.mp4",
+            json.dumps({"video_id": "v9", "uri": "https://h/v9.mp4", "metadata": {"t": 1}}).encode(),
+        ]
+    )
 
 
 def test_cli_verdict_pretty_json_and_missing(kafka_config, redis_config):

@@ -99,8 +99,15 @@ def _config(kafka_config, redis_config, ray_address, video_root) -> ClipguardCon
         sampling=SamplingConfig(num_frames=4, max_side=1600),
         faces=FacesConfig(policy="all"),
         model=ModelConfig(arch="ViT-Tiny-test", pretrained="none"),
-        stream=StreamConfig(decoders=2, face_workers=1, detectors=1, batch_size=16, batch_wait_ms=20,
-                            max_in_flight=4, drain_timeout_s=20),
+        stream=StreamConfig(
+            decoders=2,
+            face_workers=1,
+            detectors=1,
+            batch_size=16,
+            batch_wait_ms=20,
+            max_in_flight=4,
+            drain_timeout_s=20,
+        ),
     )
 
 
@@ -212,7 +219,8 @@ def _run_cli(cfg: ClipguardConfig, *extra: str) -> subprocess.Popen:
     argv = [
         sys.executable, "-m", "pipeline.cli", "run",
         "--source-video-root", str(cfg.source.video_root), "--sampling-num-frames", "4",
-        "--sampling-max-side", "1600", "--source-max-duration-s", "3600", "--model-arch", "ViT-Tiny-test", "--model-pretrained", "none",
+        "--sampling-max-side", "1600", "--source-max-duration-s", "3600",
+        "--model-arch", "ViT-Tiny-test", "--model-pretrained", "none",
         "--stream-decoders", "2", "--stream-max-in-flight", "2", "--stream-drain-timeout-s", "20", *extra,
     ]  # fmt: skip
     return subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

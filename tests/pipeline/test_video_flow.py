@@ -13,8 +13,9 @@ CFG = ClipguardConfig()
 
 
 def _crop(frame, track):
-    return FaceCrop("vid", frame, frame / 10, track, (0, 0, 10, 10), 0.9, np.zeros((5, 2)),
-                    np.full((256, 256, 3), frame, np.uint8))
+    return FaceCrop(
+        "vid", frame, frame / 10, track, (0, 0, 10, 10), 0.9, np.zeros((5, 2)), np.full((256, 256, 3), frame, np.uint8)
+    )
 
 
 async def _decode(job):
@@ -72,8 +73,9 @@ def test_process_video_retries_a_lost_worker_then_succeeds():
             raise Died("actor died")
         return await _score(crops)
 
-    v = asyncio.run(process_video(JOB, Stages(_decode, _faces, flaky, worker_errors=(Died,)), CFG, "m-1",
-                                  backoff_s=(0.01,)))
+    v = asyncio.run(
+        process_video(JOB, Stages(_decode, _faces, flaky, worker_errors=(Died,)), CFG, "m-1", backoff_s=(0.01,))
+    )
     assert v.status == "done" and len(calls) == 2
 
 
@@ -81,8 +83,9 @@ def test_process_video_gives_a_worker_lost_error_after_the_attempts():
     async def dead(crops):
         raise Died("actor died")
 
-    v = asyncio.run(process_video(JOB, Stages(_decode, _faces, dead, worker_errors=(Died,)), CFG, "m-1",
-                                  backoff_s=(0.01,)))
+    v = asyncio.run(
+        process_video(JOB, Stages(_decode, _faces, dead, worker_errors=(Died,)), CFG, "m-1", backoff_s=(0.01,))
+    )
     assert (v.status, v.error_kind) == ("error", "worker_lost")
 
 

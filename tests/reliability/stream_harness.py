@@ -63,10 +63,19 @@ def stream_config(
         sampling=SamplingConfig(**{"num_frames": 4, "max_side": 320, **(sampling or {})}),
         faces=FacesConfig(**{"policy": "all", **(faces or {})}),
         model=ModelConfig(arch="ViT-Tiny-test", pretrained="none"),
-        stream=StreamConfig(**{
-            "decoders": 1, "face_workers": 1, "detectors": 1, "batch_size": 16, "batch_wait_ms": 20,
-            "max_in_flight": 4, "drain_timeout_s": 15, "video_timeout_s": 90, **(stream or {}),
-        }),  # fmt: skip
+        stream=StreamConfig(
+            **{
+                "decoders": 1,
+                "face_workers": 1,
+                "detectors": 1,
+                "batch_size": 16,
+                "batch_wait_ms": 20,
+                "max_in_flight": 4,
+                "drain_timeout_s": 15,
+                "video_timeout_s": 90,
+                **(stream or {}),
+            }
+        ),  # fmt: skip
     )
 
 

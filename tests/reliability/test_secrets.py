@@ -108,9 +108,7 @@ def _ray_logs_dir(ray_address: str) -> Path:
         ray.shutdown()  # the session head keeps running; only this driver disconnects
 
 
-def test_run_against_password_protected_redis_never_logs_the_secrets(
-    kafka_config, ray_address, video_root, tmp_path
-):
+def test_run_against_password_protected_redis_never_logs_the_secrets(kafka_config, ray_address, video_root, tmp_path):
     s = _secrets()
     server = start_redis(workdir=tmp_path, password=s["redis"])
     prefix = f"sec-{uuid.uuid4().hex[:6]}"

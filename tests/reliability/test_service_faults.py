@@ -52,9 +52,7 @@ SOURCES = FACE_VIDEOS + EMPTY_VIDEOS[:1]
 OUTAGE_S = 6.0
 
 
-def test_redis_outage_pauses_commits_retries_writes_and_loses_nothing(
-    kafka_config, ray_address, video_root, tmp_path
-):
+def test_redis_outage_pauses_commits_retries_writes_and_loses_nothing(kafka_config, ray_address, video_root, tmp_path):
     server = start_redis(workdir=tmp_path)
     redis_cfg = RedisConfig(url=server.url, key_prefix="rel", retry_initial_s=0.1, retry_max_s=1.0)
     cfg = stream_config(kafka_config, redis_cfg, ray_address, video_root, stream={"batch_wait_ms": 300})
@@ -291,7 +289,6 @@ def test_kafka_source_measuring_lag_while_a_member_joins_strands_no_partition(ka
     assert seen["B"] > 0 and assigned.get("A") and assigned["A"] != {0, 1, 2, 3}, (seen, assigned)
 
 
-
 def test_kafka_source_partition_assigned_straight_back_is_resumed_and_redoes_its_in_flight_offsets(kafka_config):
     """A member busy (paused) when another joins keeps its partition; kafka-python keeps its position and pause.
 
@@ -341,6 +338,7 @@ def _idle_member(cfg, stop: threading.Event) -> None:
             assert member.poll(4) == []  # gets no partition (1 partition, 2 members)
     finally:
         member.close()
+
 
 class _BrokerDownSource:
     """A KafkaSource stand-in whose broker went away after handing out one job."""

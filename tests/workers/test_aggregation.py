@@ -27,7 +27,9 @@ def test_track_scores_and_most_suspicious_track():
     assert most_suspicious(()) is None
 
 
-@pytest.mark.parametrize(("p", "label"), [(0.0, "real"), (0.4, "real"), (0.5, "uncertain"), (0.6, "fake"), (1.0, "fake")])
+@pytest.mark.parametrize(
+    ("p", "label"), [(0.0, "real"), (0.4, "real"), (0.5, "uncertain"), (0.6, "fake"), (1.0, "fake")]
+)
 def test_label_for_thresholds(p, label):
     assert label_for(p, ThresholdConfig(fake=0.6, real=0.4)) == label
 

@@ -150,8 +150,9 @@ def test_rotated_video_is_downscaled_before_rotation(tmp_path):
 def test_decode_over_http_returns_exact_frames(tmp_path):
     vf.make_numbered_video(tmp_path / "n.mp4", n_frames=60, extra=("-movflags", "+faststart"))
     with vf.serve_directory(tmp_path) as base:
-        out = decode(tmp_path, "remote", uri=f"{base}/n.mp4", num_frames=6,
-                     source=SourceConfig(allow_private_hosts=True))
+        out = decode(
+            tmp_path, "remote", uri=f"{base}/n.mp4", num_frames=6, source=SourceConfig(allow_private_hosts=True)
+        )
     assert numbers(out.frames) == uniform_indices(60, 6)
 
 

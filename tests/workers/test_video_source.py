@@ -287,4 +287,3 @@ def test_custom_resolver_cannot_return_a_local_file(root):
 def test_allowed_scheme_without_resolver_raises_disallowed(root):
     with pytest.raises(DisallowedSourceError, match="no resolver"):
         resolver_for(root, allowed_schemes=("ftp",)).resolve(VideoJob(video_id="v1", uri="ftp://h/a.mp4"))
-
