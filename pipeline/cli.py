@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -199,14 +201,17 @@ def services_up() -> None:
     from pipeline.embedded_services import embedded_services
     from pipeline.endpoints import endpoints_file
 
+    stop = threading.Event()
+    # SIGTERM/SIGHUP (kill, timeout, a closed terminal) stop them as cleanly as Ctrl-C; SIGINT is
+    # set explicitly because a shell starts background jobs with it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
     with embedded_services() as (kafka, redis):
         endpoints_file().write_text(_json.dumps({"kafka": kafka.bootstrap, "redis": redis.url}))
         click.echo(f"kafka bootstrap: {kafka.bootstrap}\nredis url: {redis.url}\n(Ctrl-C to stop)")
         try:
-            while kafka.running and redis.running:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+            while kafka.running and redis.running and not stop.wait(1):
+                pass
         finally:
             endpoints_file().unlink(missing_ok=True)
 

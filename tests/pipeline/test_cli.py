@@ -1,8 +1,15 @@
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 
+import pytest
 from click.testing import CliRunner
 from kafka import KafkaConsumer
 
+from pipeline.assets import REPO_ROOT
 from pipeline.cli import cli
 from pipeline.contracts import Verdict
 from pipeline.verdict_store import VerdictStore
@@ -85,3 +92,37 @@ def test_cli_rejects_misspelt_and_invalid_values(monkeypatch):
     monkeypatch.setenv("CLIPGUARD_STREAM__BATCH_SIZ", "3")
     r = CliRunner().invoke(cli, ["config"])
     assert r.exit_code != 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_services_up_stops_its_children_on_a_signal(tmp_path, sig):
+    # Started as a shell starts a background job: SIGINT ignored, which Python inherits.
+    env = {**os.environ, "CLIPGUARD_STATE_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "services", "up"], env=env, cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+    children: list[int] = []
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[2].startswith("(Ctrl-C to stop)"), lines
+        endpoints = json.loads((tmp_path / "endpoints.json").read_text())
+        children = [int(p.read_text()) for p in tmp_path.glob("*.pid")]
+        assert len(children) == 2 and endpoints["kafka"] in lines[0]
+        proc.send_signal(sig)
+        assert proc.wait(30) == 0
+        alive = [pid for pid in children if _alive(pid)]
+        assert alive == [], "services left running after services up exited"
+        assert not (tmp_path / "endpoints.json").exists()
+    finally:
+        proc.kill()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
