@@ -2,6 +2,8 @@
 
 Accepted values (UTF-8):
   * a plain video ID, e.g. ``clips/2026/abc.mp4`` (a path under the video root);
+  * the same ID as a JSON string, ``"clips/2026/abc.mp4"`` (what a producer with
+    ``value_serializer=json.dumps`` sends), unquoted;
   * JSON ``{"video_id": "...", "uri": "https://...", "metadata": {...}}`` where
     ``uri`` and ``metadata`` are optional; other top-level keys are copied into
     metadata so nothing a producer sends is silently dropped.
@@ -95,6 +97,18 @@ def parse_message(value: bytes | None, source: SourceRef | None = None, max_byte
         return _dead(source, value, MessageError.kind, f"value is not UTF-8 text: {exc.reason} at byte {exc.start}")
     if not text:
         return _dead(source, value, InvalidVideoIdError.kind, "empty message")
+
+    if text[0] in '"[':
+        try:
+            doc = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            doc = None  # not JSON: a plain ID that happens to start with a quote or bracket
+        if isinstance(doc, str):  # a JSON-serialised ID (or job): the quotes are the producer's, not the ID's
+            text = doc.strip()
+            if not text:
+                return _dead(source, value, InvalidVideoIdError.kind, "empty message")
+        elif isinstance(doc, list):
+            return _dead(source, value, MessageError.kind, "a JSON array is not a job: send an ID or an object")
 
     uri: str | None = None
     metadata: dict[str, Any] = {}

@@ -15,6 +15,26 @@ def test_parse_message_plain_id():
     assert parsed.error is None and parsed.dead_letter is None
 
 
+@pytest.mark.parametrize(
+    ("value", "video_id", "metadata"),
+    [
+        # kafka-python with value_serializer=json.dumps: the ID arrives quoted
+        (json.dumps("clips/a.mp4").encode(), "clips/a.mp4", {}),
+        (json.dumps("vidéo ü.mp4").encode(), "vidéo ü.mp4", {}),  # \u escapes
+        # ... and a job serialised twice arrives as a JSON string holding JSON
+        (json.dumps(json.dumps({"video_id": "v2", "tenant": "acme"})).encode(), "v2", {"tenant": "acme"}),
+        # a plain ID that merely starts with a quote or bracket stays as it is
+        (b'"quoted clip.mp4', '"quoted clip.mp4', {}),
+        (b"[2026] clip.mp4", "[2026] clip.mp4", {}),
+        (b"42", "42", {}),
+    ],
+)
+def test_parse_message_json_serialised_ids(value, video_id, metadata):
+    parsed = parse_message(value, SRC)
+    assert parsed.dead_letter is None and parsed.error is None
+    assert (parsed.job.video_id, parsed.job.metadata) == (video_id, metadata)
+
+
 def test_parse_message_json_copies_metadata_and_extra_keys():
     value = json.dumps({"video_id": "v1", "uri": "https://x/y.mp4", "metadata": {"user": 7}, "tenant": "acme"})
     parsed = parse_message(value.encode(), SRC)
@@ -35,6 +55,10 @@ def test_parse_message_json_copies_metadata_and_extra_keys():
         (b"line1\nline2", "invalid_id"),
         (b"x" * 10_000, "invalid_id"),
         (b"y" * 70_000, "too_large"),
+        (b'["a.mp4", "b.mp4"]', "bad_message"),
+        (b'""', "invalid_id"),
+        (b'"a\\u0000b"', "invalid_id"),
+        (b'"{\\"uri\\": 1}"', "bad_message"),
     ],
 )
 def test_parse_message_unusable_values_become_dead_letters(value, kind):
