@@ -186,14 +186,20 @@ class VideoSourceResolver:
         return Path(os.path.realpath(self._config.video_root))
 
     def _path_under_root(self, rel: str, vid: str) -> Path:
-        if rel.startswith("/"):
-            msg = f"video {vid!r}: absolute paths are not video IDs"
-            raise InvalidVideoIdError(msg)
         if ".." in Path(rel).parts:
             msg = f"video {vid!r}: '..' components are not allowed"
             raise InvalidVideoIdError(msg)
         root = self._root()
-        path = Path(os.path.realpath(root / rel))
+        if rel.startswith("/"):
+            # The full path of a file the producer sees on the same mount: accepted under the
+            # root only (as configured or with its symlinks resolved), refused like any escape.
+            given = Path(os.path.abspath(rel))
+            if not (given.is_relative_to(root) or given.is_relative_to(self._config.video_root.absolute())):
+                msg = f"video {vid!r}: absolute paths must lie under the video root"
+                raise InvalidVideoIdError(msg)
+            path = Path(os.path.realpath(given))
+        else:
+            path = Path(os.path.realpath(root / rel))
         if not path.is_relative_to(root):
             msg = f"video {vid!r}: resolves outside the video root (symlink?)"
             raise InvalidVideoIdError(msg)

@@ -62,7 +62,7 @@ def _error_cases(prefix: str, urls: dict[str, str]) -> dict[str, tuple[dict | st
     plain = {
         "../outside.mp4": ("invalid_id", "'..' components"),
         "good/../../etc/passwd": ("invalid_id", "'..' components"),
-        "/etc/passwd": ("invalid_id", "absolute paths"),
+        "/etc/passwd": ("invalid_id", "absolute paths must lie under the video root"),
         "bad/escape.mp4": ("invalid_id", "outside the video root"),
         "clipguard:verdict:x": ("disallowed_source", "scheme 'clipguard'"),
         f"{prefix}:verdict:good/face_0.mp4": ("disallowed_source", f"scheme '{prefix.lower()}'"),

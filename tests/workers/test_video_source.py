@@ -88,6 +88,27 @@ def test_resolve_escaping_or_malformed_id_raises_invalid_id(root, bad_id):
         resolver_for(root).resolve(VideoJob(video_id=bad_id))
 
 
+def test_resolve_absolute_path_under_the_root_is_the_same_file(root, tmp_path):
+    r = resolver_for(root)
+    assert r.resolve(VideoJob(video_id=str(root / "sub" / "nested.mp4"))).local_path == root / "sub" / "nested.mp4"
+    # the root given through a symlink: the producer's path and the worker's may differ only by it
+    (tmp_path / "mnt").symlink_to(root)
+    via_link = resolver_for(tmp_path / "mnt")
+    assert via_link.resolve(VideoJob(video_id=str(tmp_path / "mnt" / "clip.mp4"))).local_path == root / "clip.mp4"
+    assert via_link.resolve(VideoJob(video_id=str(root / "clip.mp4"))).local_path == root / "clip.mp4"
+
+
+@pytest.mark.parametrize("where", ["outside", "sibling", "symlink-out"])
+def test_resolve_absolute_path_outside_the_root_is_refused(root, tmp_path, where):
+    (tmp_path / "videos-2").mkdir()
+    (tmp_path / "videos-2" / "clip.mp4").write_bytes(b"\x00" * 64)  # shares the root's name as a prefix
+    (root / "out.mp4").symlink_to(tmp_path / "videos-2" / "clip.mp4")
+    path = {"outside": "/etc/passwd", "sibling": str(tmp_path / "videos-2" / "clip.mp4"),
+            "symlink-out": str(root / "out.mp4")}[where]  # fmt: skip
+    with pytest.raises(InvalidVideoIdError, match="video root"):
+        resolver_for(root).resolve(VideoJob(video_id=path))
+
+
 def test_resolve_symlink_out_of_root_raises_invalid_id(root, tmp_path):
     outside = tmp_path / "secret.mp4"
     outside.write_bytes(b"\x00" * 64)
