@@ -43,6 +43,7 @@ from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, Scalin
 from ray.train.torch import TorchTrainer  # noqa: E402
 
 from pipeline.errors import ClipguardError, ConfigError  # noqa: E402
+from training.crop_dataset import load_splits  # noqa: E402
 from training.export import export_best  # noqa: E402
 from training.train_config import SELECTION_METRIC, TrainConfig, load_train_config  # noqa: E402
 from training.train_loop import train_loop_per_worker  # noqa: E402
@@ -92,9 +93,19 @@ def check_run_dir(cfg: TrainConfig, *, resume: bool) -> None:
         raise ConfigError(msg)
 
 
+def check_data(cfg: TrainConfig) -> None:
+    """Refuse a missing or unusable crop manifest here, in one line, before any worker starts.
+
+    The workers would fail the same way, but only after Ray Train has created the run
+    folder and retried ``max_failures`` times, burying the reason in worker tracebacks.
+    """
+    load_splits(cfg.data.crops, cfg.data.train_split, cfg.data.val_split)
+
+
 def run_training(cfg: TrainConfig, *, resume: bool = False) -> Result:
     """Fit with Ray Train (Ray must be initialised); the config's paths must be absolute."""
     check_run_dir(cfg, resume=resume)
+    check_data(cfg)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=cfg.model_dump(mode="json"),
@@ -126,6 +137,8 @@ def train_and_export(
         (exported ``detector.safetensors``, the metrics reported with it).
     """
     cfg = with_absolute_paths(load_train_config(config, overrides))
+    check_run_dir(cfg, resume=resume)  # both before Ray starts: a wrong path fails in a second
+    check_data(cfg)
     if not ray.is_initialized():
         ray.init(address=ray_address)  # None: RAY_ADDRESS (set inside `ray job submit`) or a local Ray
     result = run_training(cfg, resume=resume)

@@ -130,3 +130,27 @@ def test_relative_output_paths_are_refused_inside_a_ray_job(monkeypatch, tmp_pat
 def test_lr_floor_above_peak_is_refused():
     with pytest.raises(ConfigError, match="lr_min"):
         load_train_config(None, ["optim.lr=1e-5", "optim.lr_min=1e-4"])
+
+
+@pytest.mark.parametrize(
+    ("rows", "words"),
+    [
+        (None, "cannot read crop manifest"),
+        (["v1,c1.png,0,train,d,0,0,", "v2,c2.png,1,train,d,0,0,"], "split 'val' has 0 crops"),
+        (["v1,c1.png,0,train,d,0,0,", "v2,c2.png,1,train,d,0,0,", "v3,c3.png,0,val,d,0,0,"], "both real and fake"),
+    ],
+    ids=["missing", "no-val-split", "one-class-val"],
+)
+def test_train_py_refuses_unusable_data_before_ray_or_a_run_folder(tmp_path, capsys, rows, words):
+    import ray
+
+    from training.crop_manifest import CROP_COLUMNS
+    from training.train import main
+
+    crops = tmp_path / "crops.csv"
+    if rows is not None:
+        crops.write_text(",".join(CROP_COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    code = main(["--config", str(CONFIGS / "tiny-cpu.yaml"), "--set", f"data.crops={crops}",
+                 "--set", f"run.storage_path={tmp_path / 'runs'}"])  # fmt: skip
+    assert code == 2 and words in capsys.readouterr().err
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
