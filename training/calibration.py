@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from training.metrics import checked_labels_scores
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -53,23 +55,11 @@ class Calibration:
 def _validated(
     labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels)
-    s = np.asarray(scores, dtype=np.float64)
-    if y.ndim != 1 or s.shape != y.shape:
-        msg = f"labels and scores must be 1-D of one length, got shapes {y.shape} and {s.shape}"
-        raise ValueError(msg)
-    if not np.isin(y, (0, 1)).all():
-        msg = f"labels must be 0 (real) or 1 (fake), got values {sorted(set(y.tolist()))[:5]}"
-        raise ValueError(msg)
-    if not np.isfinite(s).all() or ((s < 0) | (s > 1)).any():
+    y, s = checked_labels_scores(labels, scores, purpose="calibration")
+    if ((s < 0) | (s > 1)).any():
         msg = "scores must be finite p_fake values within [0, 1]"
         raise ValueError(msg)
-    counts = np.bincount(y.astype(np.int64), minlength=2)
-    if counts.min() == 0:
-        missing = "real (0)" if counts[0] == 0 else "fake (1)"
-        msg = f"calibration needs both classes; no {missing} video among {len(y)}"
-        raise ValueError(msg)
-    return y.astype(np.int64), s
+    return y, s
 
 
 def _check_rate(name: str, value: float) -> None:

@@ -22,7 +22,9 @@ from workers.aggregation import Aggregation, aggregate
 TPR_AT_FPR = (0.001, 0.01, 0.05)  # 0.1 %, 1 %, 5 %
 
 
-def _checked(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def checked_labels_scores(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, purpose: str = "metric"
+) -> tuple[np.ndarray, np.ndarray]:
     """Labels as int {0,1} and scores as finite float64, same length, both classes present."""
     y = np.asarray(labels)
     s = np.asarray(scores, dtype=np.float64)
@@ -39,20 +41,20 @@ def _checked(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.nd
     counts = np.bincount(y, minlength=2)
     if counts.min() == 0:
         missing = "real (0)" if counts[0] == 0 else "fake (1)"
-        msg = f"metric needs both classes; no {missing} sample among {len(y)}"
+        msg = f"{purpose} needs both classes; no {missing} sample among {len(y)}"
         raise ValueError(msg)
     return y, s
 
 
 def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """Area under the ROC curve of p_fake (ties count one half)."""
-    y, s = _checked(labels, scores)
+    y, s = checked_labels_scores(labels, scores)
     return float(roc_auc_score(y, s))
 
 
 def macro_map(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """Mean of the average precision of 'fake' (scored by p_fake) and of 'real' (scored by 1 - p_fake)."""
-    y, s = _checked(labels, scores)
+    y, s = checked_labels_scores(labels, scores)
     ap_fake = average_precision_score(y, s)
     ap_real = average_precision_score(1 - y, 1.0 - s)
     return float((ap_fake + ap_real) / 2.0)
@@ -75,7 +77,7 @@ def eer(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
     Returns:
         (eer, threshold): the rate in [0, 1] and the p_fake threshold at which it holds.
     """
-    y, s = _checked(labels, scores)
+    y, s = checked_labels_scores(labels, scores)
     fpr, tpr, thresholds = _roc(y, s)
     gap = (1.0 - tpr) - fpr
     i = int(np.argmax(gap <= 0))  # first ROC point with FNR <= FPR; gap[-1] = -1 so one exists
@@ -98,7 +100,7 @@ def tpr_at_fpr(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.
     if not 0.0 <= target_fpr <= 1.0:
         msg = f"target_fpr must be within [0, 1], got {target_fpr}"
         raise ValueError(msg)
-    y, s = _checked(labels, scores)
+    y, s = checked_labels_scores(labels, scores)
     fpr, tpr, _ = _roc(y, s)
     j = int(np.searchsorted(fpr, target_fpr, side="right")) - 1  # last point with fpr <= target
     if fpr[j] == target_fpr or j == len(fpr) - 1:
