@@ -17,7 +17,6 @@ import time
 import uuid
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.assets import REPO_ROOT
 from pipeline.config import (
@@ -30,10 +29,10 @@ from pipeline.config import (
     StreamConfig,
 )
 from pipeline.kafka_publisher import JobPublisher, ensure_topic
-from pipeline.message_codec import parse_message
 from pipeline.runner import run_stream
 from pipeline.verdict_store import VerdictStore
 from tests import video_factory as vf
+from tests.kafka_offsets import assert_committed_only_stored, committed_and_ends
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -126,42 +125,6 @@ def _all_stored(store: VerdictStore) -> bool:
     return all(store.get_raw(v) for v in EXPECTED) and len(store.dead_letters()) >= len(MALFORMED)
 
 
-def _committed_vs_end(cfg: ClipguardConfig) -> tuple[dict[int, int | None], dict[int, int]]:
-    c = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap, group_id=cfg.kafka.group_id, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(cfg.kafka.topic, p) for p in range(cfg.kafka.partitions)]
-        committed = {tp.partition: c.committed(tp) for tp in tps}
-        # Tansu answers ListOffsets per record batch; a fetch's high watermark is exact.
-        c.assign(tps)
-        c.seek_to_beginning()
-        ends = dict.fromkeys(range(cfg.kafka.partitions), 0)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            c.poll(timeout_ms=200)
-            ends = {tp.partition: c.highwater(tp) or 0 for tp in tps}
-            if all(c.highwater(tp) is not None for tp in tps):
-                break
-        return committed, ends
-    finally:
-        c.close()
-
-
-def _assert_committed_only_stored(cfg: ClipguardConfig, store: VerdictStore) -> None:
-    """At-least-once: every message below a committed offset has its verdict or dead letter."""
-    committed, _ = _committed_vs_end(cfg)
-    c = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
-    tps = [TopicPartition(cfg.kafka.topic, p) for p in range(cfg.kafka.partitions)]
-    c.assign(tps)
-    c.seek_to_beginning()
-    dead = {e["source"] for _, e in store.dead_letters()}
-    for rec in c:
-        if rec.offset < (committed[rec.partition] or 0):
-            ref = f"{rec.topic}[{rec.partition}]@{rec.offset}"
-            parsed = parse_message(rec.value)
-            assert ref in dead if parsed.job is None else store.get_raw(parsed.job.video_id), ref
-    c.close()
-
-
 def _check_verdicts(store: VerdictStore) -> None:
     for vid, status in EXPECTED.items():
         v = store.get(vid)
@@ -195,7 +158,7 @@ def test_stream_every_video_gets_one_verdict_and_offsets_reach_the_end(
     totals = run_stream(cfg, stop_when=lambda t: _all_stored(store), interval_s=0.5)
     assert totals.verdicts == len(EXPECTED)
     _check_verdicts(store)
-    committed, ends = _committed_vs_end(cfg)
+    committed, ends = committed_and_ends(cfg.kafka)
     assert committed == ends and sum(ends.values()) == len(EXPECTED) + len(MALFORMED)
 
     # a second run over the same topic and group finds nothing new
@@ -242,7 +205,7 @@ def test_stream_sigkill_mid_stream_then_restart_leaves_no_video_without_verdict(
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(30)
-    _assert_committed_only_stored(cfg, store)
+    assert_committed_only_stored(cfg.kafka, store)
     done_before = sum(bool(store.get_raw(v)) for v in EXPECTED)
     assert 4 <= done_before < len(EXPECTED), "the kill must land mid-stream"
 
@@ -250,7 +213,7 @@ def test_stream_sigkill_mid_stream_then_restart_leaves_no_video_without_verdict(
     out, _ = second.communicate(timeout=300)
     assert second.returncode == 0, out.decode(errors="replace")[-3000:]
     _check_verdicts(store)
-    committed, ends = _committed_vs_end(cfg)
+    committed, ends = committed_and_ends(cfg.kafka)
     assert committed == ends
 
 
@@ -267,6 +230,6 @@ def test_stream_sigterm_drains_and_exits_zero(kafka_config, redis_config, ray_ad
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
     # what was committed has its verdict stored: never the other way round
-    committed, _ = _committed_vs_end(cfg)
+    committed, _ = committed_and_ends(cfg.kafka)
     assert sum(c or 0 for c in committed.values()) >= 1
-    _assert_committed_only_stored(cfg, store)
+    assert_committed_only_stored(cfg.kafka, store)

@@ -35,11 +35,11 @@ from pipeline.kafka_publisher import ensure_topic
 from pipeline.kafka_source import KafkaSource
 from pipeline.message_codec import ParsedMessage
 from pipeline.verdict_store import VerdictStore
+from tests.kafka_offsets import committed_offsets
 from tests.reliability.conftest import EMPTY_VIDEOS, FACE_VIDEOS, link_videos
 from tests.reliability.stream_harness import (
     actor_pid,
     assert_stream_invariants,
-    committed_offsets,
     publish,
     run_until,
     stored_count,
