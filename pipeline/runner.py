@@ -12,14 +12,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import ray
-
 from pipeline.assets import REPO_ROOT
 from pipeline.autoscaler import PoolAutoscaler
 from pipeline.calibrated_thresholds import resolve_thresholds
 from pipeline.config import ClipguardConfig
 from pipeline.endpoints import resolved_endpoints
 from pipeline.metrics import StreamMetrics
+from pipeline.ray_connection import ray_connection
 from pipeline.topology import Topology, local_ray_cpus
 
 log = logging.getLogger(__name__)
@@ -59,26 +58,18 @@ class RunTotals:
         return t
 
 
-def init_ray(cfg: ClipguardConfig) -> bool:
-    """Connect to the configured Ray, or start a local one.
-
-    True if this call connected (or started) Ray, so the caller owns the connection and
-    must ``ray.shutdown()`` it: for a cluster that only disconnects this driver.
-    """
-    if ray.is_initialized():
-        return False
+def ray_init_args(cfg: ClipguardConfig) -> dict:
+    """``ray.init`` arguments: the configured cluster, or a new local instance on loopback."""
     if cfg.ray.address:
-        ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace)
-        return True
-    ray.init(
-        address="local",  # a new local instance, never a stray one found on this machine
-        namespace=cfg.ray.namespace,
-        num_cpus=local_ray_cpus(cfg),
-        _node_ip_address="127.0.0.1",  # a local instance talks over loopback only
+        return {"address": cfg.ray.address, "namespace": cfg.ray.namespace}
+    return {
+        "address": "local",  # a new local instance, never a stray one found on this machine
+        "namespace": cfg.ray.namespace,
+        "num_cpus": local_ray_cpus(cfg),
+        "_node_ip_address": "127.0.0.1",  # a local instance talks over loopback only
         # Workers import this checkout's packages exactly as the driver does.
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
-    )
-    return True
+        "runtime_env": {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
+    }
 
 
 class StopFlag:
@@ -111,34 +102,28 @@ def run_stream(
     """Run the stream until a signal, ``stop`` or ``stop_when(totals)``; returns the last totals."""
     stop = stop or StopFlag()
     cfg = resolve_thresholds(cfg)  # calibrated thresholds beside the checkpoint, for every caller, not only the CLI
-    with resolved_endpoints(cfg) as live:
-        owns_ray = init_ray(live)
+    with resolved_endpoints(cfg) as live, ray_connection(**ray_init_args(live)):
         stop.install()  # after ray.init: Ray's core worker installs its own (aborting) SIGTERM handler
-        topology = None
-        try:
-            topology = Topology(live).start()
-            log.info("stream up: model %s; %d decoders, %d face, %d detector actors", topology.model_version,
-                     len(topology.decoders), len(topology.faces), len(topology.detectors))  # fmt: skip
-            if on_ready:
-                on_ready(live, topology)
-            totals = RunTotals()
-            autoscaler = PoolAutoscaler(live.autoscale, live.stream) if live.autoscale.enabled else None
-            pool_size = StreamMetrics.create().pool_size
-            while not stop.event.is_set():
-                stop.event.wait(interval_s)
-                topology.supervise()
-                totals = RunTotals.of(topology.stats())
-                if autoscaler:
-                    autoscaler.step(totals, topology)
-                for stage in ("decoders", "face_workers", "detectors"):
-                    pool_size.set(topology.size(stage), tags={"stage": stage})
-                if on_progress:
-                    on_progress(totals, topology)
-                if stop_when and stop_when(totals):
-                    stop.set("done")
-            log.info("stopping (%s): draining in-flight videos", stop.reason)
-            final = topology.stop(live.stream.drain_timeout_s + 30)
-            return RunTotals.of(final) if final else totals
-        finally:
-            if owns_ray:
-                ray.shutdown()
+        topology = Topology(live).start()
+        log.info("stream up: model %s; %d decoders, %d face, %d detector actors", topology.model_version,
+                 len(topology.decoders), len(topology.faces), len(topology.detectors))  # fmt: skip
+        if on_ready:
+            on_ready(live, topology)
+        totals = RunTotals()
+        autoscaler = PoolAutoscaler(live.autoscale, live.stream) if live.autoscale.enabled else None
+        pool_size = StreamMetrics.create().pool_size
+        while not stop.event.is_set():
+            stop.event.wait(interval_s)
+            topology.supervise()
+            totals = RunTotals.of(topology.stats())
+            if autoscaler:
+                autoscaler.step(totals, topology)
+            for stage in ("decoders", "face_workers", "detectors"):
+                pool_size.set(topology.size(stage), tags={"stage": stage})
+            if on_progress:
+                on_progress(totals, topology)
+            if stop_when and stop_when(totals):
+                stop.set("done")
+        log.info("stopping (%s): draining in-flight videos", stop.reason)
+        final = topology.stop(live.stream.drain_timeout_s + 30)
+        return RunTotals.of(final) if final else totals

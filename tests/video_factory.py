@@ -215,24 +215,16 @@ def make_odd_sized_video(path: Path, width: int = 333, height: int = 201, n_fram
     return path
 
 
+def _test_pattern(path: Path, size: tuple[int, int], fps: int, n_frames: int) -> Path:
+    """``n_frames`` of lavfi's testsrc2 pattern (no face in it), H.264."""
+    _ffmpeg("-f", "lavfi", "-i", f"testsrc2=s={size[0]}x{size[1]}:r={fps}", "-frames:v", str(n_frames),
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path))  # fmt: skip
+    return path
+
+
 def make_large_video(path: Path, width: int = 1920, height: int = 1080, n_frames: int = 4) -> Path:
     """A few frames of a full-HD (or any size) test pattern, to check early downscaling."""
-    _ffmpeg(
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=s={width}x{height}:r=10",
-        "-frames:v",
-        str(n_frames),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
-        str(path),
-    )
-    return path
+    return _test_pattern(path, (width, height), 10, n_frames)
 
 
 # --- faces ---------------------------------------------------------------------------------
@@ -297,22 +289,7 @@ def make_portrait_video(
 
 def make_no_face_video(path: Path, n_frames: int = 4, size: tuple[int, int] = (320, 240)) -> Path:
     """A lavfi test pattern with no face in it."""
-    _ffmpeg(
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=s={size[0]}x{size[1]}:r=4",
-        "-frames:v",
-        str(n_frames),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
-        str(path),
-    )
-    return path
+    return _test_pattern(path, size, 4, n_frames)
 
 
 # --- bad inputs ------------------------------------------------------------------------------

@@ -21,6 +21,53 @@ from pipeline.config import FacesConfig, SamplingConfig, SourceConfig
 from pipeline.errors import ConfigError
 from training.crop_manifest import VideoOutcome
 
+# Frame sampling and face cropping of labelled videos: the same flags for `prepare` and for
+# the video manifests `evaluate` prepares first.
+_CROP_OPTIONS = (
+    click.option("--num-frames", default=32, show_default=True, help="frames sampled per video (paper: 32)"),
+    click.option(
+        "--face-policy",
+        type=click.Choice(["largest", "all"]),
+        default="largest",
+        show_default=True,
+        help="largest = paper protocol; all = every face (moderation)",
+    ),
+    click.option("--max-faces", default=32, show_default=True, help="faces kept per frame with --face-policy all"),
+    click.option(
+        "--detector-path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="SCRFD ONNX model (default: the shared test asset)",
+    ),
+    click.option("--det-thresh", default=0.5, show_default=True),
+    click.option("--max-side", default=1280, show_default=True, help="decoded frames are downscaled to this side"),
+    click.option("--decode-timeout", default=120.0, show_default=True, help="seconds per video"),
+)
+
+
+def crop_options(command):
+    """Add the frame-sampling and face-cropping flags to a click command."""
+    for option in reversed(_CROP_OPTIONS):
+        command = option(command)
+    return command
+
+
+def crop_configs(opts: dict, video_root: Path | None = None) -> tuple[SourceConfig, SamplingConfig, FacesConfig]:
+    """Source, sampling and face settings from the flags :func:`crop_options` adds."""
+    source = SourceConfig(timeout_s=opts["decode_timeout"])
+    if video_root is not None:
+        source = source.model_copy(update={"video_root": video_root})
+    sampling = SamplingConfig(num_frames=opts["num_frames"], max_side=opts["max_side"])
+    faces = FacesConfig(detector_path=opts["detector_path"], det_thresh=opts["det_thresh"],
+                        policy=opts["face_policy"], max_faces_per_frame=opts["max_faces"])  # fmt: skip
+    return source, sampling, faces
+
+
+def echo_video_outcome(outcome: VideoOutcome) -> None:
+    """One progress line per prepared video, on stderr (stdout carries the result)."""
+    detail = f" ({outcome.error_kind}: {outcome.error_message})" if outcome.status == "skipped" else ""
+    click.echo(f"{outcome.status:8s} {len(outcome.crops):3d} crops  {outcome.video_id}{detail}", err=True)
+
 
 @click.command("prepare")
 @click.option(
@@ -56,24 +103,7 @@ from training.crop_manifest import VideoOutcome
     required=True,
     help="output folder: crops/, videos/, crops.csv, videos.csv",
 )
-@click.option("--num-frames", default=32, show_default=True, help="frames sampled per video (paper: 32)")
-@click.option(
-    "--face-policy",
-    type=click.Choice(["largest", "all"]),
-    default="largest",
-    show_default=True,
-    help="largest = paper protocol; all = every face (moderation)",
-)
-@click.option("--max-faces", default=32, show_default=True, help="faces kept per frame with --face-policy all")
-@click.option(
-    "--detector-path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="SCRFD ONNX model (default: the shared test asset)",
-)
-@click.option("--det-thresh", default=0.5, show_default=True)
-@click.option("--max-side", default=1280, show_default=True, help="decoded frames are downscaled to this side")
-@click.option("--decode-timeout", default=120.0, show_default=True, help="seconds per video")
+@crop_options
 @click.option("--workers", default=2, show_default=True, help="Ray actors preparing videos in parallel")
 @click.option("--cpus-per-worker", default=1.0, show_default=True)
 @click.option("--gpus-per-worker", default=0.0, show_default=True)
@@ -81,8 +111,7 @@ from training.crop_manifest import VideoOutcome
 @click.option("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS or a local Ray)")
 def prepare_command(**opts) -> None:
     """Sample frames, crop aligned faces and write a crop manifest, on Ray; re-runs skip finished videos."""
-    import ray
-
+    from pipeline.ray_connection import ray_connection
     from training.data_manifest import read_video_manifest
     from training.ffpp_layout import scan_ffpp
     from training.prepare import prepare_videos
@@ -99,23 +128,9 @@ def prepare_command(**opts) -> None:
             opts["ffpp_root"], compression=opts["ffpp_compression"], methods=methods, splits_dir=opts["ffpp_splits"]
         )
         root = opts["ffpp_root"]
-    source = SourceConfig(video_root=root.resolve(), timeout_s=opts["decode_timeout"])
-    sampling = SamplingConfig(num_frames=opts["num_frames"], max_side=opts["max_side"])
-    faces = FacesConfig(
-        detector_path=opts["detector_path"],
-        det_thresh=opts["det_thresh"],
-        policy=opts["face_policy"],
-        max_faces_per_frame=opts["max_faces"],
-    )
+    source, sampling, faces = crop_configs(opts, root.resolve())
 
-    def progress(outcome: VideoOutcome) -> None:
-        detail = f" ({outcome.error_kind}: {outcome.error_message})" if outcome.status == "skipped" else ""
-        click.echo(f"{outcome.status:8s} {len(outcome.crops):3d} crops  {outcome.video_id}{detail}", err=True)
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=opts["ray_address"])
-    try:
+    with ray_connection(address=opts["ray_address"]):
         summary = prepare_videos(
             records,
             opts["out_dir"].resolve(),
@@ -126,11 +141,8 @@ def prepare_command(**opts) -> None:
             cpus_per_worker=opts["cpus_per_worker"],
             gpus_per_worker=opts["gpus_per_worker"],
             retry_skipped=opts["retry_skipped"],
-            on_video=progress,
+            on_video=echo_video_outcome,
         )
-    finally:
-        if started:
-            ray.shutdown()
     click.echo(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()}))
 
 
@@ -215,14 +227,8 @@ _SPLITS = click.Choice(["all", "train", "val", "test"])
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="crops per scoring call")
 @click.option("--video-root", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="video manifests: folder their paths are relative to (default: each manifest's folder)")  # fmt: skip
-@click.option("--num-frames", default=32, show_default=True, help="video manifests: frames sampled per video")
-@click.option("--face-policy", type=click.Choice(["largest", "all"]), default="largest", show_default=True,
-              help="video manifests: largest = paper protocol; all = every face")  # fmt: skip
-@click.option("--detector-path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="video manifests: SCRFD ONNX model (default: the shared test asset)")  # fmt: skip
-@click.option("--max-side", default=1280, show_default=True, help="video manifests: frames downscaled to this side")
-@click.option("--decode-timeout", default=120.0, show_default=True, help="video manifests: seconds per video")
 @click.option("--prepare-workers", default=2, show_default=True, help="video manifests: Ray actors preparing videos")
+@crop_options
 @click.option("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS or a local Ray)")
 def evaluate_command(sets, test_sets, **opts) -> None:
     """Score labelled test sets with a checkpoint (or the base model) on Ray; write metrics, scores and plots.
@@ -241,16 +247,9 @@ def evaluate_command(sets, test_sets, **opts) -> None:
         raise click.UsageError(msg)
     given = {k: opts[k] for k in ("arch", "pretrained", "checkpoint") if opts[k] is not None}
     model = ModelConfig(**given, device=opts["device"], aggregation=opts["aggregation"])
-    prepare = PrepareSettings(
-        source=SourceConfig(timeout_s=opts["decode_timeout"]),
-        sampling=SamplingConfig(num_frames=opts["num_frames"], max_side=opts["max_side"]),
-        faces=FacesConfig(detector_path=opts["detector_path"], policy=opts["face_policy"]),
-        video_root=opts["video_root"],
-        workers=opts["prepare_workers"],
-    )
-
-    def progress(outcome: VideoOutcome) -> None:
-        click.echo(f"prepared {outcome.status:8s} {len(outcome.crops):3d} crops  {outcome.video_id}", err=True)
+    source, sampling, faces = crop_configs(opts)
+    prepare = PrepareSettings(source=source, sampling=sampling, faces=faces, video_root=opts["video_root"],
+                              workers=opts["prepare_workers"])  # fmt: skip
 
     run_evaluation(
         EvalOptions(
@@ -271,5 +270,5 @@ def evaluate_command(sets, test_sets, **opts) -> None:
             ray_address=opts["ray_address"],
         ),
         echo=click.echo,
-        progress=progress,
+        progress=echo_video_outcome,
     )

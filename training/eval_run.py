@@ -1,6 +1,6 @@
 """One ``clipguard evaluate`` run, in order:
 
-1. connect to Ray (``ray.init`` only if this process is not connected; shut down only what was started here);
+1. connect to Ray (:func:`pipeline.ray_connection.ray_connection`);
 2. load every set, preparing raw video manifests first (:func:`training.prepare.prepare_videos`);
 3. start the scoring actors once and score every set (and the validation set);
 4. metrics per set and for the union; with ``calibrate``, thresholds from the validation set;
@@ -26,6 +26,7 @@ from pipeline.calibrated_thresholds import (
 )
 from pipeline.config import ModelConfig, ThresholdConfig
 from pipeline.errors import ConfigError
+from pipeline.ray_connection import ray_connection
 from training.calibration import Calibration, calibrate_thresholds
 from training.eval_report import console_table, plot_set, set_section, write_json, write_scores_csv
 from training.evaluate import PrepareSettings, SetResult, SetSpec, evaluate_set, load_set, start_scorers, union_result
@@ -130,10 +131,7 @@ def run_evaluation(opts: EvalOptions, echo: Callable[[str], None], progress: Cal
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     if opts.model.checkpoint is not None:
         read_manifest(opts.model.checkpoint)  # a missing or broken checkpoint fails before Ray starts
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=opts.ray_address)
-    try:
+    with ray_connection(address=opts.ray_address):
         prepared_root = opts.out_dir / "prepared"
         loaded = [load_set(s, opts.split, prepared_root, opts.prepare, progress) for s in opts.sets]
         val_loaded = None
@@ -147,9 +145,6 @@ def run_evaluation(opts: EvalOptions, echo: Callable[[str], None], progress: Cal
         finally:
             for actor in actors:
                 ray.kill(actor)
-    finally:
-        if started:
-            ray.shutdown()
     return write_outputs(opts, results, val, version, echo)
 
 
