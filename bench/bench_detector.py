@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from training.model import CropScorer, DetectorConfig, build_detector, resolve_device  # noqa: E402
+from clipguard.model import CropScorer, DetectorConfig, build_detector, resolve_device  # noqa: E402
 
 VIT_L14_FLOPS = 162e9  # 2 x 81.08 GMACs per 224-px crop
 # Dense peak TFLOP/s by (device-name marker, precision); fp32 = CUDA cores (PyTorch keeps TF32 off for matmul).

@@ -37,8 +37,8 @@ import onnxruntime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from pipeline.config import FacesConfig, SamplingConfig, SourceConfig  # noqa: E402
-from pipeline.contracts import VideoJob  # noqa: E402
+from clipguard.config import FacesConfig, SamplingConfig, SourceConfig  # noqa: E402
+from clipguard.contracts import VideoJob  # noqa: E402
 from tests.video_factory import make_pan_video  # noqa: E402
 from workers.face_cropper import FaceCropper  # noqa: E402
 from workers.face_detector import FaceDetector  # noqa: E402

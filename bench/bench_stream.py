@@ -5,7 +5,7 @@ table of one run:
 
 1. Stages alone, in this process, on the timed videos: decode (``FrameDecoder.decode``, probe + ffmpeg)
    frames/s; faces (``FaceCropper.crop_video``: SCRFD + alignment + tracking) frames/s and crops/s on the
-   decoded frames held in memory; model (``CropScorer`` as ``workers/detector.py`` builds it) crops/s on
+   decoded frames held in memory; model (``CropScorer`` as ``workers/scorer_actor.py`` builds it) crops/s on
    the crops held in memory, at the stream's batch size and at one video's crops per call (what the naive
    loop does). From these: the slowest-stage bound on a pipeline and the 2-core CPU bound.
 2. End to end: naive loop (decode -> faces -> score -> aggregate, sequentially, in this process, with the
@@ -50,7 +50,8 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 from kafka.partitioner.default import murmur2  # noqa: E402
 
-from pipeline.config import (  # noqa: E402
+from clipguard.aggregation import aggregate  # noqa: E402
+from clipguard.config import (  # noqa: E402
     ClipguardConfig,
     FacesConfig,
     KafkaConfig,
@@ -60,17 +61,16 @@ from pipeline.config import (  # noqa: E402
     SourceConfig,
     StreamConfig,
 )
-from pipeline.contracts import VideoJob  # noqa: E402
+from clipguard.contracts import VideoJob  # noqa: E402
+from clipguard.model import CropScorer  # noqa: E402
 from pipeline.embedded_services import embedded_services  # noqa: E402
 from pipeline.kafka_publisher import JobPublisher, ensure_topic  # noqa: E402
 from pipeline.runner import run_stream  # noqa: E402
 from pipeline.verdict_store import VerdictStore  # noqa: E402
 from tests import video_factory as vf  # noqa: E402
-from training.model import CropScorer  # noqa: E402
-from workers.aggregation import aggregate  # noqa: E402
-from workers.detector import detector_config  # noqa: E402
 from workers.face_cropper import FaceCropper  # noqa: E402
 from workers.frame_decoder import FrameDecoder  # noqa: E402
+from workers.scorer_actor import detector_config  # noqa: E402
 
 PARTITIONS = KafkaConfig.model_fields["partitions"].default  # the bench's topics are created with the default
 VIDEO_SIZE = (640, 360)

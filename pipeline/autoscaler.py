@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Protocol
 
+from clipguard.config import AutoscaleConfig, StreamConfig
 from pipeline.autoscaling_policy import (
     AutoscalingPolicy,
     PipelineObservation,
@@ -23,7 +24,6 @@ from pipeline.autoscaling_policy import (
     StageObservation,
     decide_pool_sizes,
 )
-from pipeline.config import AutoscaleConfig, StreamConfig
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from pipeline.errors import ConfigError
+from clipguard.errors import ConfigError
 
 # Ceil of a ratio that should be an integer must not round up on float noise.
 _EPS = 1e-9

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import click
 
+from clipguard.config import ClipguardConfig
+from clipguard.errors import ClipguardError
 from pipeline.cli_options import build_config, config_options
-from pipeline.config import ClipguardConfig
-from pipeline.errors import ClipguardError
 
 
 def stream_config(options: dict) -> ClipguardConfig:
     """The stream's configuration: flags/env/defaults, then calibrated thresholds where a file applies."""
-    from pipeline.calibrated_thresholds import resolve_thresholds
+    from clipguard.thresholds import resolve_thresholds
 
     return resolve_thresholds(build_config(options))
 

@@ -14,7 +14,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from pipeline.config import ClipguardConfig
+from clipguard.config import ClipguardConfig
 
 
 def _is_bool(annotation: Any) -> bool:

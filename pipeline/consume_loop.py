@@ -26,18 +26,14 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
-from pipeline.contracts import SourceRef, Verdict, VideoJob
-from pipeline.errors import ClipguardError, VerdictStoreError
+from clipguard.contracts import SourceRef, Verdict, VideoJob
+from clipguard.errors import InternalError, VerdictStoreError
 from pipeline.kafka_source import KafkaSource
 from pipeline.message_codec import ParsedMessage
 from pipeline.verdict_store import VerdictStore
 from pipeline.video_flow import error_verdict, now_iso
 
 log = logging.getLogger(__name__)
-
-
-class InternalError(ClipguardError):
-    kind = "internal"
 
 
 @dataclass

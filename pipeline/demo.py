@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.config import ClipguardConfig
+from clipguard.config import ClipguardConfig
 from pipeline.kafka_publisher import JobPublisher, ensure_topic
 from pipeline.runner import RunTotals, run_stream
 from pipeline.sample_videos import make_demo_videos

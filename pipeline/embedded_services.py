@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from clipguard.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

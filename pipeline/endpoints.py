@@ -12,9 +12,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.config import EMBEDDED, ClipguardConfig
+from clipguard.config import EMBEDDED, ClipguardConfig
+from clipguard.errors import ConfigError
 from pipeline.embedded_services import start_kafka, start_redis, state_dir
-from pipeline.errors import ConfigError
 
 
 def endpoints_file() -> Path:

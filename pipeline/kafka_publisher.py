@@ -9,7 +9,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from pipeline.config import KafkaConfig
+from clipguard.config import KafkaConfig
 from pipeline.kafka_source import security_kwargs
 from pipeline.message_codec import encode_job
 

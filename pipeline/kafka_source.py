@@ -31,8 +31,8 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from pipeline.config import KafkaConfig
-from pipeline.contracts import SourceRef
+from clipguard.config import KafkaConfig
+from clipguard.contracts import SourceRef
 from pipeline.message_codec import ParsedMessage, parse_message
 from pipeline.offset_tracker import OffsetTracker
 

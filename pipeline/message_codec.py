@@ -21,8 +21,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.contracts import SourceRef, VideoJob
-from pipeline.errors import ClipguardError, InvalidVideoIdError, MessageError
+from clipguard.contracts import SourceRef, VideoJob
+from clipguard.errors import ClipguardError, InvalidVideoIdError, MessageError
 
 MAX_ID_CHARS = 1024
 MAX_METADATA_DEPTH = 32  # deeper JSON cannot be stored (the verdict encoder recurses per level)

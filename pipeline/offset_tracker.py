@@ -13,13 +13,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
-from pipeline.errors import ClipguardError
-
-
-class InvalidOffsetError(ClipguardError):
-    """An offset went backwards or was finished without being started."""
-
-    kind = "invalid_offset"
+from clipguard.errors import InvalidOffsetError
 
 
 @dataclass

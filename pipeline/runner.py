@@ -12,13 +12,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.assets import REPO_ROOT
+from clipguard.assets import REPO_ROOT
+from clipguard.config import ClipguardConfig
+from clipguard.prometheus import StreamMetrics
+from clipguard.ray_connection import ray_connection
+from clipguard.thresholds import resolve_thresholds
 from pipeline.autoscaler import PoolAutoscaler
-from pipeline.calibrated_thresholds import resolve_thresholds
-from pipeline.config import ClipguardConfig
 from pipeline.endpoints import resolved_endpoints
-from pipeline.metrics import StreamMetrics
-from pipeline.ray_connection import ray_connection
 from pipeline.topology import Topology, local_ray_cpus
 
 log = logging.getLogger(__name__)

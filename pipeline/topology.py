@@ -19,11 +19,11 @@ from typing import Any
 
 import ray
 
-from pipeline.config import ClipguardConfig
-from pipeline.errors import ClipguardError, ConfigError
-from workers.decoder import DecoderActor
-from workers.detector import DetectorActor
-from workers.faces import FaceActor
+from clipguard.config import ClipguardConfig
+from clipguard.errors import ClipguardError, ConfigError
+from pipeline.consumer_actor import ConsumerActor
+from workers.face_actor import FaceActor
+from workers.scorer_actor import ScorerActor
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Topology:
 
     def _detector_actor(self) -> Any:
         s = self.cfg.stream
-        return DetectorActor.options(
+        return ScorerActor.options(
             num_cpus=s.detector_num_cpus,
             num_gpus=s.detector_num_gpus,
             max_restarts=s.max_restarts,
@@ -70,7 +70,7 @@ class Topology:
     def _decoder_actor(self) -> Any:
         name = f"decoder-{self._next_id}"
         self._next_id += 1
-        return DecoderActor.options(
+        return ConsumerActor.options(
             num_cpus=self.cfg.stream.decoder_num_cpus, max_restarts=-1, max_task_retries=-1, max_concurrency=1000
         ).remote(self.cfg, name, self.faces, self.detectors, self.model_version)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.contracts import Verdict
+from clipguard.contracts import Verdict
 
 
 def format_verdict(v: Verdict) -> str:

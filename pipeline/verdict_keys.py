@@ -27,7 +27,7 @@ import hashlib
 import json
 from typing import Any
 
-from pipeline.contracts import CropScore, SourceRef, TrackScore, Verdict
+from clipguard.contracts import CropScore, SourceRef, TrackScore, Verdict
 
 VERDICT_EVENT_FIELDS = ("video_id", "status", "label", "p_fake", "model_version", "digest")
 _JSON_FIELDS = ("tracks", "crop_scores", "timings_s", "metadata")

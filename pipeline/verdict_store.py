@@ -19,9 +19,9 @@ from typing import Any
 
 import redis
 
-from pipeline.config import RedisConfig
-from pipeline.contracts import Verdict
-from pipeline.errors import VerdictStoreError
+from clipguard.config import RedisConfig
+from clipguard.contracts import Verdict
+from clipguard.errors import VerdictStoreError
 from pipeline.message_codec import DeadLetter
 from pipeline.verdict_keys import (
     VERDICT_EVENT_FIELDS,

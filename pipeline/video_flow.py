@@ -18,28 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import ClipguardConfig
-from pipeline.contracts import CropScore, FaceCrop, SampledFrame, Verdict, VideoJob
-from pipeline.errors import ClipguardError, DecodeTimeoutError
-from workers.aggregation import aggregate, label_for, most_suspicious, track_scores
+from clipguard.aggregation import aggregate, label_for, most_suspicious, track_scores
+from clipguard.config import ClipguardConfig
+from clipguard.contracts import CropScore, FaceStageResult, SampledFrame, Verdict, VideoJob
+from clipguard.errors import ClipguardError, DecodeTimeoutError, WorkerLostError
 
 log = logging.getLogger(__name__)
-
-
-class WorkerLostError(ClipguardError):
-    """A stage actor died and its restarts and retries were used up."""
-
-    kind = "worker_lost"
-
-
-@dataclass(frozen=True)
-class FaceStageResult:
-    """What the face stage returns for one video."""
-
-    crops: list[FaceCrop]
-    frames_sampled: int
-    frames_with_faces: int
-    faces_found: int
 
 
 @dataclass

@@ -17,7 +17,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import pytest  # noqa: E402
 
-from pipeline.assets import assets_dir  # noqa: E402
+from clipguard.assets import assets_dir  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +73,7 @@ def kafka_config(kafka_broker):
     """A KafkaConfig on the embedded broker with a fresh topic and group per test."""
     import uuid
 
-    from pipeline.config import KafkaConfig
+    from clipguard.config import KafkaConfig
 
     tag = uuid.uuid4().hex[:8]
     return KafkaConfig(bootstrap=kafka_broker.bootstrap, topic=f"t-{tag}", group_id=f"g-{tag}", partitions=2)
@@ -84,7 +84,7 @@ def redis_config(redis_server):
     """A RedisConfig on the embedded Redis with a fresh key prefix per test."""
     import uuid
 
-    from pipeline.config import RedisConfig
+    from clipguard.config import RedisConfig
 
     return RedisConfig(url=redis_server.url, key_prefix=f"test-{uuid.uuid4().hex[:8]}", retry_initial_s=0.05)
 
@@ -106,7 +106,7 @@ def ray_address():
     import tempfile
     import time
 
-    from pipeline.assets import REPO_ROOT
+    from clipguard.assets import REPO_ROOT
     from pipeline.embedded_services import free_port
 
     ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"

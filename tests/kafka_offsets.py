@@ -6,7 +6,7 @@ import time
 
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.config import KafkaConfig
+from clipguard.config import KafkaConfig
 from pipeline.message_codec import parse_message
 from pipeline.verdict_store import VerdictStore
 

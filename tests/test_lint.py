@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipeline.assets import REPO_ROOT
+from clipguard.assets import REPO_ROOT
 
 
 @pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]], ids=["check", "format"])

@@ -4,7 +4,7 @@ Every helper writes one file at the path it is given (put it under pytest's
 ``tmp_path``) and returns that path. They are small and fast (well under a
 second each on one core, except where noted) and need no network: content comes
 from lavfi test sources, ``skimage.data.astronaut()`` and the shared photos in
-``../shared/assets/faces`` (found through :mod:`pipeline.assets`).
+``../shared/assets/faces`` (found through :mod:`clipguard.assets`).
 
 Frame identity: :func:`make_numbered_video` writes frame k as the binary code
 of k in ``FRAME_CODE_BITS`` vertical black/white stripes (bit 0 leftmost);
@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import skimage.data
 
-from pipeline.assets import asset_path
+from clipguard.assets import asset_path
 
 FFMPEG = "ffmpeg"
 FRAME_CODE_BITS = 12

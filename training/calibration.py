@@ -1,6 +1,6 @@
 """Verdict thresholds from a labelled validation set: a pure function of labels and video scores.
 
-The stream labels a video (``workers.aggregation.label_for``) ``fake`` when
+The stream labels a video (``clipguard.aggregation.label_for``) ``fake`` when
 p_fake >= ``fake``, else ``real`` when p_fake <= ``real``, else ``uncertain``.
 :func:`calibrate_thresholds` picks both numbers at target error rates:
 
@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from training.metrics import checked_labels_scores
+from training.eval_metrics import checked_labels_scores
 
 
 @dataclass(frozen=True)

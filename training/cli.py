@@ -17,8 +17,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.config import FacesConfig, SamplingConfig, SourceConfig
-from pipeline.errors import ConfigError
+from clipguard.config import FacesConfig, SamplingConfig, SourceConfig
+from clipguard.errors import ConfigError
 from training.crop_manifest import VideoOutcome
 
 # Frame sampling and face cropping of labelled videos: the same flags for `prepare` and for
@@ -111,7 +111,7 @@ def echo_video_outcome(outcome: VideoOutcome) -> None:
 @click.option("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS or a local Ray)")
 def prepare_command(**opts) -> None:
     """Sample frames, crop aligned faces and write a crop manifest, on Ray; re-runs skip finished videos."""
-    from pipeline.ray_connection import ray_connection
+    from clipguard.ray_connection import ray_connection
     from training.data_manifest import read_video_manifest
     from training.ffpp_layout import scan_ffpp
     from training.prepare import prepare_videos
@@ -237,7 +237,7 @@ def evaluate_command(sets, test_sets, **opts) -> None:
     frame AUROC and counts (videos without crops are listed). With --calibrate, also picks the stream's
     verdict thresholds on a validation set at --target-fpr / --target-fnr.
     """
-    from pipeline.config import ModelConfig
+    from clipguard.config import ModelConfig
     from training.eval_run import EvalOptions, run_evaluation
     from training.evaluate import PrepareSettings
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pipeline.errors import ConfigError
+from clipguard.errors import ConfigError
 from training.crop_manifest import CropRow, read_crop_manifest
 
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pipeline.errors import ConfigError
+from clipguard.errors import ConfigError
 from training.data_manifest import VideoRecord
 
 CROP_COLUMNS = ("video_id", "crop_path", "label", "split", "dataset", "frame_index", "track_id", "source_video")

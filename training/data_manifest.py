@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pipeline.errors import ConfigError
+from clipguard.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 _LABELS = {"real": 0, "0": 0, "fake": 1, "1": 1}

@@ -19,9 +19,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from pipeline.config import ThresholdConfig
+from clipguard.aggregation import label_for
+from clipguard.config import ThresholdConfig
 from training.evaluate import SetResult
-from workers.aggregation import label_for
 
 SCORE_COLUMNS = ("test_set", "video_id", "label", "p_fake", "n_crops")
 

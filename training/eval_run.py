@@ -1,6 +1,6 @@
 """One ``clipguard evaluate`` run, in order:
 
-1. connect to Ray (:func:`pipeline.ray_connection.ray_connection`);
+1. connect to Ray (:func:`clipguard.ray_connection.ray_connection`);
 2. load every set, preparing raw video manifests first (:func:`training.prepare.prepare_videos`);
 3. start the scoring actors once and score every set (and the validation set);
 4. metrics per set and for the union; with ``calibrate``, thresholds from the validation set;
@@ -17,21 +17,21 @@ from typing import Any
 
 import ray
 
-from pipeline.calibrated_thresholds import (
+from clipguard.config import ModelConfig, ThresholdConfig
+from clipguard.errors import ConfigError
+from clipguard.model.checkpoint import read_manifest
+from clipguard.ray_connection import ray_connection
+from clipguard.thresholds import (
     ThresholdsFile,
     check_identity,
     read_thresholds_file,
     thresholds_path_for,
     write_thresholds_file,
 )
-from pipeline.config import ModelConfig, ThresholdConfig
-from pipeline.errors import ConfigError
-from pipeline.ray_connection import ray_connection
 from training.calibration import Calibration, calibrate_thresholds
+from training.eval_metrics import TPR_AT_FPR
 from training.eval_report import console_table, plot_set, set_section, write_json, write_scores_csv
 from training.evaluate import PrepareSettings, SetResult, SetSpec, evaluate_set, load_set, start_scorers, union_result
-from training.metrics import TPR_AT_FPR
-from training.model.checkpoint import read_manifest
 
 
 @dataclass(frozen=True)

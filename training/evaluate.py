@@ -4,9 +4,9 @@ A test set is a crop manifest (``crops.csv`` from ``clipguard prepare``) or a ra
 labelled video manifest (CSV/JSONL, :mod:`training.data_manifest`), which is
 first prepared with :func:`training.prepare.prepare_videos` into the output
 folder. Crops are read on the driver and scored in batches by a few Ray actors,
-each holding one :class:`~training.model.CropScorer` built exactly as the
-stream's detector builds it (:func:`workers.detector.detector_config`). A
-video's score is the mean of its crops' p_fake (:func:`training.metrics.video_scores`).
+each holding one :class:`~clipguard.model.CropScorer` built exactly as the
+stream's detector builds it (:func:`workers.scorer_actor.detector_config`). A
+video's score is the mean of its crops' p_fake (:func:`training.eval_metrics.video_scores`).
 
 Videos without crops (no face found, undecodable) cannot be scored; they are
 counted and listed per set, never silently dropped. A set with one class only
@@ -27,16 +27,16 @@ import numpy as np
 import ray
 from ray.util import ActorPool
 
-from pipeline.config import FacesConfig, ModelConfig, SamplingConfig, SourceConfig
-from pipeline.errors import ClipguardError, ConfigError
+from clipguard.aggregation import Aggregation
+from clipguard.config import FacesConfig, ModelConfig, SamplingConfig, SourceConfig
+from clipguard.errors import ClipguardError, ConfigError
+from clipguard.model import CropScorer
 from training.crop_dataset import load_crop
 from training.crop_manifest import CROP_COLUMNS, CropRow, VideoOutcome, read_crop_manifest
 from training.data_manifest import read_video_manifest
-from training.metrics import VideoScores, detection_metrics, video_scores
-from training.model import CropScorer
+from training.eval_metrics import VideoScores, detection_metrics, video_scores
 from training.prepare import prepare_videos
-from workers.aggregation import Aggregation
-from workers.detector import detector_config
+from workers.scorer_actor import detector_config
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def set_result(
     method: Aggregation,
     info: dict[str, Any] | None = None,
 ) -> SetResult:
-    """Video scores and :func:`training.metrics.detection_metrics`, or null metrics with the reason."""
+    """Video scores and :func:`training.eval_metrics.detection_metrics`, or null metrics with the reason."""
     videos = video_scores(video_ids, labels, crop_scores, method)
     y = videos.labels
     n_real, n_fake = int((y == 0).sum()), int((y == 1).sum())

@@ -1,7 +1,7 @@
 """Export the best checkpoint of a run in the detector-core format the stream loads.
 
 The run's checkpoints already hold ``detector.safetensors`` + ``detector.manifest.json``
-(written by :func:`training.model.save_checkpoint`, with the validation metrics
+(written by :func:`clipguard.model.save_checkpoint`, with the validation metrics
 and the training config). Exporting picks the best one by ``val_video_map``
 (validation split only; ties go to the later epoch), copies the pair, and
 verifies the copy by loading its manifest and hash, so what lands in the export
@@ -17,9 +17,9 @@ from typing import Any
 
 from ray.train import Checkpoint
 
-from pipeline.errors import CheckpointError
-from training.model import read_manifest
-from training.model.checkpoint import checkpoint_paths, sha256_file
+from clipguard.errors import CheckpointError
+from clipguard.model import read_manifest
+from clipguard.model.checkpoint import checkpoint_paths, sha256_file
 from training.train_config import SELECTION_METRIC
 from training.train_state import DETECTOR_NAME
 

@@ -18,7 +18,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from clipguard.errors import ConfigError
 from training.data_manifest import SPLITS, VideoRecord, check_unique
 
 METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")

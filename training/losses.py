@@ -15,17 +15,11 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import ConfigError, ModelError
+from clipguard.errors import ConfigError, NonFiniteLossError
 
 ALIGN_ALPHA = 2.0
 UNIFORMITY_T = 2.0
 UNIFORMITY_FLOOR = 1e-6
-
-
-class NonFiniteLossError(ModelError):
-    """A loss term is NaN or infinite; the step must be skipped, not optimised."""
-
-    kind = "non_finite_loss"
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ import numpy as np
 import ray
 from ray.util import ActorPool
 
-from pipeline.config import FacesConfig, SamplingConfig, SourceConfig
-from pipeline.contracts import VideoJob
-from pipeline.errors import ClipguardError
+from clipguard.config import FacesConfig, SamplingConfig, SourceConfig
+from clipguard.contracts import VideoJob
+from clipguard.errors import ClipguardError
 from training.crop_manifest import CropStore, EncodedCrop, VideoOutcome
 from training.data_manifest import VideoRecord
 from workers.face_cropper import FaceCropper

@@ -42,7 +42,7 @@ import ray  # noqa: E402
 from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig  # noqa: E402
 from ray.train.torch import TorchTrainer  # noqa: E402
 
-from pipeline.errors import ClipguardError, ConfigError  # noqa: E402
+from clipguard.errors import ClipguardError, ConfigError  # noqa: E402
 from training.crop_dataset import load_splits  # noqa: E402
 from training.export import export_best  # noqa: E402
 from training.train_config import SELECTION_METRIC, TrainConfig, load_train_config  # noqa: E402

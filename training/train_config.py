@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.errors import ConfigError
+from clipguard.errors import ConfigError
 from training.losses import LossWeights, loss_weights
 
 Preset = Literal["paper", "gend", "ce-only"]

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
+from clipguard.errors import ConfigError
 
 # Console columns: (metric key, header, format spec); every cell is WIDTH wide.
 WIDTH = 9

@@ -31,13 +31,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from clipguard.model import DetectorConfig, PreprocessConfig, build_detector
+from clipguard.model.detector import Detector
+from clipguard.model.inference import resolve_autocast_dtype
 from training.augment import build_train_augment
 from training.crop_dataset import CropDataset, eval_loader, load_splits, train_loader
 from training.crop_manifest import CropRow
-from training.metrics import DetectionMetrics, detection_metrics
-from training.model import DetectorConfig, PreprocessConfig, build_detector
-from training.model.detector import Detector
-from training.model.inference import resolve_autocast_dtype
+from training.eval_metrics import DetectionMetrics, detection_metrics
 from training.schedules import build_schedule
 from training.train_config import FaultSection, TrainConfig, build_train_config
 from training.train_log import ProgressLog

@@ -2,7 +2,7 @@
 
 A checkpoint folder::
 
-    detector.safetensors + detector.manifest.json   the detector-core format (training.model.save_checkpoint):
+    detector.safetensors + detector.manifest.json   the detector-core format (clipguard.model.save_checkpoint):
                                                     LN + head tensors, metrics, training config, hashes
     train_state.pt                                  optimiser state, last finished epoch, next step
 
@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from pipeline.errors import CheckpointError
-from training.model import PreprocessConfig, load_checkpoint, save_checkpoint
-from training.model.detector import Detector
+from clipguard.errors import CheckpointError
+from clipguard.model import PreprocessConfig, load_checkpoint, save_checkpoint
+from clipguard.model.detector import Detector
 from training.train_config import TrainConfig
 
 DETECTOR_NAME = "detector"  # -> detector.safetensors, detector.manifest.json

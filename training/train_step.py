@@ -19,11 +19,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from clipguard.model import PreprocessConfig, clip_preprocess
+from clipguard.model.detector import Detector
+from clipguard.model.head import HeadOutput, p_fake
+from clipguard.model.inference import autocast_context
 from training.losses import LossTerms, LossWeights, detector_loss
-from training.model import PreprocessConfig, clip_preprocess
-from training.model.detector import Detector
-from training.model.head import HeadOutput, p_fake
-from training.model.inference import autocast_context
 from training.slerp import slerp_within_class
 
 logger = logging.getLogger(__name__)

@@ -19,36 +19,14 @@ downscaled; crops are cut from the decoded frame.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import FacesConfig
-from pipeline.contracts import FaceCrop, SampledFrame
+from clipguard.config import FacesConfig
+from clipguard.contracts import FaceCrop, FaceStageResult, SampledFrame
 from workers.face_alignment import align_face
 from workers.face_detector import Detection, FaceDetector
 from workers.face_tracker import IoUTracker
-
-
-@dataclass(frozen=True)
-class FaceCropResult:
-    """The face stage's output for one video.
-
-    Attributes:
-        video_id: The job's video ID.
-        crops: Aligned crops in frame order (within a frame: by policy order).
-        frames_sampled: Frames given to the cropper.
-        frames_with_faces: Frames where the detector found at least one face.
-        faces_found: Faces detected over all frames, before the per-frame policy.
-        n_tracks: Distinct track ids among the crops.
-    """
-
-    video_id: str
-    crops: tuple[FaceCrop, ...]
-    frames_sampled: int
-    frames_with_faces: int
-    faces_found: int
-    n_tracks: int
 
 
 def select_faces(detections: Sequence[Detection], policy: str, max_faces: int) -> list[Detection]:
@@ -90,7 +68,7 @@ class FaceCropper:
         video_id: str,
         frames: Sequence[SampledFrame],
         source_size: tuple[int, int] | None = None,
-    ) -> FaceCropResult:
+    ) -> FaceStageResult:
         """Detect, select, align and track the faces of one video.
 
         Args:
@@ -129,13 +107,11 @@ class FaceCropper:
                         image=align_face(frame.image, det.landmarks, cfg.crop_size, cfg.margin_scale),
                     )
                 )
-        return FaceCropResult(
-            video_id=video_id,
+        return FaceStageResult(
             crops=tuple(crops),
             frames_sampled=len(ordered),
             frames_with_faces=frames_with_faces,
             faces_found=faces_found,
-            n_tracks=len({c.track_id for c in crops}),
         )
 
 

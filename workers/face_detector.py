@@ -32,9 +32,9 @@ import numpy as np
 import onnxruntime
 from insightface.model_zoo.scrfd import SCRFD, distance2bbox, distance2kps
 
-from pipeline.assets import SCRFD_MODEL, asset_path
-from pipeline.config import FacesConfig
-from pipeline.errors import ConfigError, ModelError
+from clipguard.assets import SCRFD_MODEL, asset_path
+from clipguard.config import FacesConfig
+from clipguard.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 

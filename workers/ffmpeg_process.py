@@ -16,22 +16,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from pipeline.errors import ConfigError, DecodeTimeoutError
+from clipguard.errors import ConfigError, DecodeTimeoutError, ProcessKilledError
 
 # showinfo logs one line per selected frame; those say nothing about a failure.
 _NOISE_MARKERS = ("Parsed_showinfo",)
 # ffmpeg prefixes lines with the logging context's address ("[mov,mp4,... @ 0x55d4...]"): it differs on
 # every run, and a message that differs makes a redelivered video's error verdict look new.
 _CONTEXT_ADDRESS = re.compile(r" @ 0x[0-9a-fA-F]+(?=\])")
-
-
-class ProcessKilledError(RuntimeError):
-    """ffmpeg/ffprobe died from a signal we did not send: its worker going down, the OOM killer.
-
-    Not something the video said, so never a verdict of its own: the decoder retries it
-    like a lost worker (``Stages.worker_errors``), and a decoder that is itself going down
-    stores nothing; the message is redelivered.
-    """
 
 
 @dataclass(frozen=True)

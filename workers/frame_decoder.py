@@ -41,9 +41,9 @@ from typing import Literal
 import ffmpeg
 import numpy as np
 
-from pipeline.config import SamplingConfig, SourceConfig
-from pipeline.contracts import SampledFrame, VideoInfo, VideoJob
-from pipeline.errors import CorruptVideoError, DecodeError
+from clipguard.config import SamplingConfig, SourceConfig
+from clipguard.contracts import SampledFrame, VideoInfo, VideoJob
+from clipguard.errors import CorruptVideoError, DecodeError
 from workers.ffmpeg_process import run_with_timeout, stderr_tail
 from workers.frame_sampling import sample_indices
 from workers.video_probe import ProbeResult, classify_failure, probe_video

@@ -24,8 +24,8 @@ import math
 
 import numpy as np
 
-from pipeline.config import SamplingConfig
-from pipeline.contracts import VideoInfo
+from clipguard.config import SamplingConfig
+from clipguard.contracts import VideoInfo
 
 
 def uniform_indices(n_frames: int, num_frames: int) -> list[int]:

@@ -28,9 +28,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline.config import SourceConfig
-from pipeline.contracts import VideoInfo
-from pipeline.errors import (
+from clipguard.config import SourceConfig
+from clipguard.contracts import VideoInfo
+from clipguard.errors import (
     ClipguardError,
     CorruptVideoError,
     DecodeError,

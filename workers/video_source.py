@@ -43,9 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from pipeline.config import SourceConfig
-from pipeline.contracts import VideoJob
-from pipeline.errors import (
+from clipguard.config import SourceConfig
+from clipguard.contracts import VideoJob
+from clipguard.errors import (
     ConfigError,
     DecodeError,
     DisallowedSourceError,

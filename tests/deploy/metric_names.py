@@ -1,6 +1,6 @@
 """Which Prometheus metric names exist, and which ones a PromQL expression uses.
 
-The app's names come from ``pipeline/metrics.py`` itself (read with ``ast``, no Ray
+The app's names come from ``clipguard/prometheus.py`` itself (read with ``ast``, no Ray
 needed): Ray exports ``ray_<name>``, counters with a ``_total`` suffix, histograms as
 ``_bucket``/``_sum``/``_count``. Ray's own node metrics used by the dashboard are listed
 here and checked against Ray's reporter in the tests.

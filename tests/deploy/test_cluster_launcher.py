@@ -108,7 +108,7 @@ def launcher_env() -> dict[str, str]:
 def test_container_env_is_settings_the_app_accepts_and_holds_no_credentials(monkeypatch):
     import os
 
-    from pipeline.config import ClipguardConfig
+    from clipguard.config import ClipguardConfig
 
     env = launcher_env()
     assert env, "run_options pass the stream settings with -e"

@@ -151,7 +151,7 @@ def test_every_copy_source_exists_and_reaches_the_build_context():
         "deploy/kuberay/secret.example.yaml",
         ".env",
         "pipeline/.env.production",
-        "training/model/ViT-L-14.pt",
+        "clipguard/model/ViT-L-14.pt",
         "training/weights/detector.safetensors",
         "pipeline/scrfd_2.5g_kps.onnx",
         "pipeline/__pycache__/config.cpython-311.pyc",
@@ -164,7 +164,7 @@ def test_build_context_excludes_secrets_weights_and_clutter(path):
     assert excluded(path, ignore_rules(DOCKERIGNORE.read_text()))
 
 
-@pytest.mark.parametrize("path", ["pipeline/config.py", "training/configs/paper.yaml", "requirements.lock"])
+@pytest.mark.parametrize("path", ["clipguard/config.py", "training/configs/paper.yaml", "requirements.lock"])
 def test_build_context_keeps_the_code(path):
     assert not excluded(path, ignore_rules(DOCKERIGNORE.read_text()))
 

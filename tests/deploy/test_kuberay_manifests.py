@@ -332,7 +332,7 @@ def clean_env(monkeypatch):
 
 
 def test_configmap_and_secret_names_are_settings_the_app_accepts(clean_env):
-    from pipeline.config import ClipguardConfig
+    from clipguard.config import ClipguardConfig
 
     env = clipguard_env()
     assert all(key.startswith("CLIPGUARD_") for key in env)
@@ -352,7 +352,7 @@ def test_configmap_and_secret_names_are_settings_the_app_accepts(clean_env):
 def test_misspelt_setting_in_configmap_would_stop_the_stream(clean_env):
     from pydantic import ValidationError
 
-    from pipeline.config import ClipguardConfig
+    from clipguard.config import ClipguardConfig
 
     clean_env.setenv("CLIPGUARD_STREAM__DETECTOR", "2")
     with pytest.raises(ValidationError, match="extra"):
@@ -377,7 +377,7 @@ def test_credentials_only_in_the_secret_and_paths_on_mounts():
 
 def test_pool_sizes_fit_the_worker_groups():
     """Actors the stream starts must fit the pods the autoscaler may create."""
-    from pipeline.config import StreamConfig
+    from clipguard.config import StreamConfig
 
     data = the("ConfigMap", "clipguard-config")["data"]
     prefix = "CLIPGUARD_STREAM__"

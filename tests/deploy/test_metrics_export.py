@@ -1,7 +1,7 @@
 """The names the dashboard and alerts query are the names Ray really exports.
 
 Starts a one-CPU local Ray in a subprocess with a metrics export port, records every
-metric of ``pipeline.metrics.StreamMetrics`` once from inside an actor, scrapes Ray's
+metric of ``clipguard.prometheus.StreamMetrics`` once from inside an actor, scrapes Ray's
 Prometheus endpoint and compares. Catches a renamed metric, a counter named without
 Ray's ``_total`` convention in mind, or a change of Ray's prefixing.
 """
@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent(
     @ray.remote(num_cpus=0)
     class Recorder:
         def __init__(self):
-            from pipeline.metrics import StreamMetrics
+            from clipguard.prometheus import StreamMetrics
             self.metrics = StreamMetrics.create()
 
         def record(self):

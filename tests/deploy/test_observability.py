@@ -1,5 +1,5 @@
 """Prometheus scrape config, alert rules and the Grafana dashboard: well-formed, and they
-query only metrics that exist (the app's, as declared in pipeline/metrics.py, and Ray's)."""
+query only metrics that exist (the app's, as declared in clipguard/prometheus.py, and Ray's)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def recorded_names() -> set[str]:
 
 def test_app_metrics_declared_in_pipeline_metrics():
     declared = declared_app_metrics()
-    assert declared, "pipeline/metrics.py declares no ray.util.metrics metric"
+    assert declared, "clipguard/prometheus.py declares no ray.util.metrics metric"
     assert all(name.startswith("clipguard_") for name in declared)
 
 

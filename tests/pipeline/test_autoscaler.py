@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from clipguard.config import AutoscaleConfig, StreamConfig
 from pipeline.autoscaler import PoolAutoscaler, policy_from_config
-from pipeline.config import AutoscaleConfig, StreamConfig
 
 
 @dataclass
@@ -66,7 +66,7 @@ def test_autoscaler_grows_under_backlog_and_shrinks_when_idle():
 def test_autoscaler_on_ray_grows_the_face_pool_under_backlog_and_releases_it_when_idle(
     kafka_config, redis_config, ray_address, tmp_path
 ):
-    from pipeline.config import ClipguardConfig, FacesConfig, ModelConfig, RayConfig, SamplingConfig, SourceConfig
+    from clipguard.config import ClipguardConfig, FacesConfig, ModelConfig, RayConfig, SamplingConfig, SourceConfig
     from pipeline.kafka_publisher import JobPublisher, ensure_topic
     from pipeline.runner import run_stream
     from tests import video_factory as vf

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from clipguard.errors import ConfigError
 from pipeline.autoscaling_policy import (
     STAGE_ORDER,
     AutoscalingPolicy,
@@ -22,7 +23,6 @@ from pipeline.autoscaling_policy import (
     StageObservation,
     decide_pool_sizes,
 )
-from pipeline.errors import ConfigError
 
 IDLE_STAGE = StageObservation(pool_size=1, throughput_per_actor=1.0)
 

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 from kafka import KafkaConsumer
 
-from pipeline.assets import REPO_ROOT
+from clipguard.assets import REPO_ROOT
+from clipguard.contracts import Verdict
 from pipeline.cli import cli
-from pipeline.contracts import Verdict
 from pipeline.verdict_store import VerdictStore
 
 

@@ -1,9 +1,9 @@
 import pytest
 import redis
 
-from pipeline.config import ClipguardConfig
+from clipguard.config import ClipguardConfig
+from clipguard.errors import ConfigError
 from pipeline.endpoints import client_config, endpoints_file, resolved_endpoints
-from pipeline.errors import ConfigError
 
 
 def test_embedded_endpoints_start_answer_are_shared_with_clients_and_stop(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pipeline.contracts import SourceRef
+from clipguard.contracts import SourceRef
 from pipeline.message_codec import encode_job, parse_message
 
 SRC = SourceRef("t", 0, 5)

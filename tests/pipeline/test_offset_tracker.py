@@ -1,6 +1,7 @@
 import pytest
 
-from pipeline.offset_tracker import InvalidOffsetError, OffsetTracker
+from clipguard.errors import InvalidOffsetError
+from pipeline.offset_tracker import OffsetTracker
 
 
 def test_offset_tracker_out_of_order_completion_commits_only_the_finished_prefix():

@@ -18,8 +18,8 @@ import uuid
 
 import pytest
 
-from pipeline.assets import REPO_ROOT
-from pipeline.config import (
+from clipguard.assets import REPO_ROOT
+from clipguard.config import (
     ClipguardConfig,
     FacesConfig,
     ModelConfig,

@@ -3,10 +3,10 @@ import time
 
 import pytest
 
-from pipeline.config import RedisConfig
-from pipeline.contracts import CropScore, SourceRef, TrackScore, Verdict
+from clipguard.config import RedisConfig
+from clipguard.contracts import CropScore, SourceRef, TrackScore, Verdict
+from clipguard.errors import VerdictStoreError
 from pipeline.embedded_services import start_redis
-from pipeline.errors import VerdictStoreError
 from pipeline.message_codec import DeadLetter
 from pipeline.verdict_keys import verdict_key
 from pipeline.verdict_store import VerdictStore

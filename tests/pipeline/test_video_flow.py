@@ -3,10 +3,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from pipeline.config import ClipguardConfig, StreamConfig
-from pipeline.contracts import FaceCrop, SampledFrame, SourceRef, VideoJob
-from pipeline.errors import CorruptVideoError
-from pipeline.video_flow import FaceStageResult, Stages, process_video
+from clipguard.config import ClipguardConfig, StreamConfig
+from clipguard.contracts import FaceCrop, FaceStageResult, SampledFrame, SourceRef, VideoJob
+from clipguard.errors import CorruptVideoError
+from pipeline.video_flow import Stages, process_video
 
 JOB = VideoJob("vid", metadata={"k": 1}, source=SourceRef("t", 0, 4))
 CFG = ClipguardConfig()

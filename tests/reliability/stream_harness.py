@@ -24,7 +24,7 @@ import psutil
 import ray
 import redis
 
-from pipeline.config import (
+from clipguard.config import (
     ClipguardConfig,
     FacesConfig,
     KafkaConfig,

@@ -20,10 +20,11 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.config import ClipguardConfig
-from pipeline.contracts import SampledFrame, VideoJob
+from clipguard.config import ClipguardConfig
+from clipguard.contracts import FaceStageResult, SampledFrame, VideoJob
+from clipguard.errors import ProcessKilledError
 from pipeline.verdict_store import VerdictStore
-from pipeline.video_flow import FaceStageResult, Stages, process_video
+from pipeline.video_flow import Stages, process_video
 from tests.reliability.conftest import EMPTY_VIDEOS, FACE_VIDEOS, link_videos
 from tests.reliability.stream_harness import (
     ErrorWatch,
@@ -35,7 +36,7 @@ from tests.reliability.stream_harness import (
     stored_count,
     stream_config,
 )
-from workers.ffmpeg_process import ProcessKilledError, run_with_timeout
+from workers.ffmpeg_process import run_with_timeout
 
 pytestmark = pytest.mark.timeout(420)
 

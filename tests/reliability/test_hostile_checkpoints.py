@@ -1,7 +1,7 @@
 """Model files that are not ours or were tampered with: refused, and nothing in them ever runs.
 
 Serving loads the LN-tuned weights with safetensors after checking a JSON manifest
-(``training/model/checkpoint.py``) and the base tower through open_clip with
+(``clipguard/model/checkpoint.py``) and the base tower through open_clip with
 ``torch.load(weights_only=True)``. A pickle whose ``__reduce__`` runs a command is
 the classic payload: whichever door it comes through, it must be refused and the
 command must not have run.
@@ -16,8 +16,8 @@ import pickle
 import pytest
 import torch
 
-from pipeline.errors import CheckpointError, ModelError
-from training.model import (
+from clipguard.errors import CheckpointError, ModelError
+from clipguard.model import (
     CropScorer,
     DetectorConfig,
     PreprocessConfig,
@@ -25,7 +25,7 @@ from training.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from training.model.checkpoint import checkpoint_paths, checkpoint_version, sha256_file
+from clipguard.model.checkpoint import checkpoint_paths, checkpoint_version, sha256_file
 
 CONFIG = DetectorConfig(arch="ViT-Tiny-test", pretrained="none", device="cpu")
 

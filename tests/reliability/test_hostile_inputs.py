@@ -16,9 +16,9 @@ import uuid
 
 import pytest
 
-from pipeline.config import SamplingConfig, SourceConfig
-from pipeline.contracts import VideoJob
-from pipeline.errors import DecodeError, DecodeTimeoutError, DisallowedSourceError, NotAVideoError
+from clipguard.config import SamplingConfig, SourceConfig
+from clipguard.contracts import VideoJob
+from clipguard.errors import DecodeError, DecodeTimeoutError, DisallowedSourceError, NotAVideoError
 from pipeline.message_codec import MAX_METADATA_DEPTH, parse_message
 from pipeline.verdict_keys import encode_verdict
 from pipeline.verdict_store import VerdictStore
@@ -220,7 +220,7 @@ def test_fifo_under_the_root_is_refused_before_ffmpeg_opens_it(video_root):
 
 @pytest.mark.parametrize("vid", [f"p-{uuid.uuid4().hex[:4]}:verdict:x", "clipguard:verdicts", "a:b"])
 def test_ids_with_key_separators_stay_inside_their_own_key(redis_config, vid):
-    from pipeline.contracts import Verdict
+    from clipguard.contracts import Verdict
     from pipeline.verdict_keys import verdict_key
 
     store = VerdictStore(redis_config)

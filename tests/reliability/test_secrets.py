@@ -20,9 +20,9 @@ import pytest
 import ray
 from click.testing import CliRunner
 
-from pipeline.assets import REPO_ROOT
+from clipguard.assets import REPO_ROOT
+from clipguard.config import ClipguardConfig, KafkaConfig, RedisConfig
 from pipeline.cli import cli
-from pipeline.config import ClipguardConfig, KafkaConfig, RedisConfig
 from pipeline.embedded_services import start_redis
 from pipeline.kafka_source import security_kwargs
 from pipeline.verdict_store import VerdictStore

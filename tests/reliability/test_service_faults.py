@@ -27,9 +27,9 @@ import pytest
 from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 
-from pipeline.config import KafkaConfig, RedisConfig
+from clipguard.config import KafkaConfig, RedisConfig
+from clipguard.contracts import SourceRef, Verdict, VideoJob
 from pipeline.consume_loop import ConsumeLoop
-from pipeline.contracts import SourceRef, Verdict, VideoJob
 from pipeline.embedded_services import start_kafka, start_redis
 from pipeline.kafka_publisher import ensure_topic
 from pipeline.kafka_source import KafkaSource

@@ -13,10 +13,11 @@ from click.testing import CliRunner
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pipeline.calibrated_thresholds import resolve_thresholds, thresholds_path_for
+from clipguard.config import ClipguardConfig, FacesConfig, ModelConfig
+from clipguard.errors import CheckpointError, ConfigError
+from clipguard.model import CropScorer, read_manifest
+from clipguard.thresholds import resolve_thresholds, thresholds_path_for
 from pipeline.cli import cli
-from pipeline.config import ClipguardConfig, FacesConfig, ModelConfig
-from pipeline.errors import CheckpointError, ConfigError
 from tests import video_factory as vf
 from tests.pipeline.test_calibrated_thresholds import save_tiny_checkpoint
 from tests.training.face_swap import VideoSpec, portrait, write_video_set
@@ -25,13 +26,12 @@ from training.cli import evaluate_command
 from training.crop_dataset import load_crop
 from training.crop_manifest import CropStore, EncodedCrop, VideoOutcome, read_crop_manifest
 from training.data_manifest import VideoRecord
+from training.eval_metrics import eer, tpr_at_fpr
 from training.eval_run import EvalOptions, write_outputs
 from training.evaluate import set_result
-from training.metrics import eer, tpr_at_fpr
-from training.model import CropScorer, read_manifest
 from training.prepare import encode_png
-from workers.detector import detector_config
 from workers.face_detector import FaceDetector
+from workers.scorer_actor import detector_config
 
 TINY = ["--arch", "ViT-Tiny-test", "--pretrained", "none", "--device", "cpu"]
 TINY_MODEL = {"arch": "ViT-Tiny-test", "pretrained": "none"}
@@ -258,7 +258,7 @@ def test_checkpoint_for_another_base_tower_fails_with_the_checkpoint_error(data,
     """The scoring actor refuses it; the command raises that CheckpointError, not a Ray trace, and frees Ray."""
     import dataclasses
 
-    from training.model import DetectorConfig, PreprocessConfig, build_detector, save_checkpoint
+    from clipguard.model import DetectorConfig, PreprocessConfig, build_detector, save_checkpoint
 
     other_base = build_detector(dataclasses.replace(DetectorConfig(**TINY_MODEL, device="cpu"), init_seed=1))
     save_checkpoint(other_base, tmp_path / "foreign", preprocess=PreprocessConfig())

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import ModelError
-from training.model import DetectorConfig, apply_ln_tuning, build_detector, count_parameters, is_layernorm_param
-from training.model.lntuning import is_trained_param
+from clipguard.errors import ModelError
+from clipguard.model import DetectorConfig, apply_ln_tuning, build_detector, count_parameters, is_layernorm_param
+from clipguard.model.lntuning import is_trained_param
 
 
 @pytest.fixture

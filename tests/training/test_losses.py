@@ -8,11 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import ConfigError
+from clipguard.errors import ConfigError, NonFiniteLossError
 from training.losses import (
     PRESETS,
     LossWeights,
-    NonFiniteLossError,
     alignment_loss,
     detector_loss,
     ensure_finite,

@@ -11,9 +11,9 @@ import pytest
 import ray
 from click.testing import CliRunner
 
-from pipeline.config import FacesConfig, SamplingConfig, SourceConfig
-from pipeline.contracts import VideoJob
-from pipeline.errors import ConfigError
+from clipguard.config import FacesConfig, SamplingConfig, SourceConfig
+from clipguard.contracts import VideoJob
+from clipguard.errors import ConfigError
 from tests import video_factory as vf
 from tests.training.face_swap import VideoSpec, portrait, write_video_set
 from training.cli import prepare_command

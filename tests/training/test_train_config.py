@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline.errors import ConfigError
+from clipguard.errors import ConfigError
 from training.train_config import TrainConfig, build_train_config, load_train_config, parse_override
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"

@@ -31,18 +31,11 @@ import ray
 import torch
 from safetensors.torch import load_file
 
-from pipeline.assets import REPO_ROOT
-from pipeline.config import FacesConfig, ModelConfig, SamplingConfig, SourceConfig
-from pipeline.contracts import VideoJob
-from pipeline.embedded_services import free_port
-from pipeline.errors import ConfigError
-from tests.training.face_swap import VideoSpec, portrait, solvay_portraits, write_video_set
-from training.crop_dataset import CropDataset, eval_loader, load_crop, train_loader
-from training.crop_manifest import CropRow, read_crop_manifest
-from training.data_manifest import read_video_manifest
-from training.losses import loss_weights
-from training.metrics import detection_metrics
-from training.model import (
+from clipguard.assets import REPO_ROOT
+from clipguard.config import FacesConfig, ModelConfig, SamplingConfig, SourceConfig
+from clipguard.contracts import VideoJob
+from clipguard.errors import ConfigError
+from clipguard.model import (
     CropScorer,
     DetectorConfig,
     PreprocessConfig,
@@ -51,17 +44,24 @@ from training.model import (
     load_checkpoint,
     read_manifest,
 )
-from training.model.checkpoint import base_fingerprint
-from training.model.lntuning import is_layernorm_param, is_trained_param
+from clipguard.model.checkpoint import base_fingerprint
+from clipguard.model.lntuning import is_layernorm_param, is_trained_param
+from pipeline.embedded_services import free_port
+from tests.training.face_swap import VideoSpec, portrait, solvay_portraits, write_video_set
+from training.crop_dataset import CropDataset, eval_loader, load_crop, train_loader
+from training.crop_manifest import CropRow, read_crop_manifest
+from training.data_manifest import read_video_manifest
+from training.eval_metrics import detection_metrics
+from training.losses import loss_weights
 from training.prepare import prepare_videos
 from training.train import run_training, with_absolute_paths
 from training.train_config import load_train_config
 from training.train_log import read_log
 from training.train_step import TrainForward, eval_step, train_step
-from workers.detector import detector_config
 from workers.face_cropper import FaceCropper
 from workers.face_detector import FaceDetector
 from workers.frame_decoder import FrameDecoder
+from workers.scorer_actor import detector_config
 
 VENV_BIN = Path(sys.executable).parent
 RAY = shutil.which("ray", path=str(VENV_BIN)) or "ray"
@@ -204,7 +204,7 @@ def score_split(scorer: CropScorer, crops_csv: Path, split: str):
 
 
 def stream_scorer(checkpoint: Path) -> CropScorer:
-    """The stream's detector, built as workers/detector.py builds it (same random base: init_seed 0)."""
+    """The stream's detector, built as workers/scorer_actor.py builds it (same random base: init_seed 0)."""
     model_cfg = ModelConfig(arch="ViT-Tiny-test", pretrained="none", checkpoint=checkpoint, device="cpu")
     return CropScorer.from_config(detector_config(model_cfg, 32), model_cfg.checkpoint)
 

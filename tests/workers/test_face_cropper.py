@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import FacesConfig, SamplingConfig, SourceConfig
-from pipeline.contracts import SampledFrame, VideoJob
+from clipguard.config import FacesConfig, SamplingConfig, SourceConfig
+from clipguard.contracts import SampledFrame, VideoJob
 from tests import video_factory as vf
 from workers.face_alignment import alignment_template, estimate_alignment
 from workers.face_cropper import FaceCropper, select_faces

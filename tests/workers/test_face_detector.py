@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from pipeline.assets import SCRFD_MODEL, asset_path
-from pipeline.config import FacesConfig
-from pipeline.errors import ConfigError, ModelError
+from clipguard.assets import SCRFD_MODEL, asset_path
+from clipguard.config import FacesConfig
+from clipguard.errors import ConfigError, ModelError
 from tests.video_factory import load_photo
 from workers.face_detector import CPU, CUDA, FaceDetector, choose_providers
 

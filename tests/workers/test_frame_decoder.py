@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import SamplingConfig, SourceConfig
-from pipeline.contracts import VideoJob
-from pipeline.errors import (
+from clipguard.config import SamplingConfig, SourceConfig
+from clipguard.contracts import VideoJob
+from clipguard.errors import (
     ConfigError,
     CorruptVideoError,
     DecodeTimeoutError,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import SamplingConfig
-from pipeline.contracts import VideoInfo
+from clipguard.config import SamplingConfig
+from clipguard.contracts import VideoInfo
 from workers.frame_sampling import sample_indices, stride_indices, uniform_indices
 
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from pipeline.config import SourceConfig
-from pipeline.contracts import VideoJob
-from pipeline.errors import (
+from clipguard.config import SourceConfig
+from clipguard.contracts import VideoJob
+from clipguard.errors import (
     CorruptVideoError,
     DecodeError,
     DecodeTimeoutError,

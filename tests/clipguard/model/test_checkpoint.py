@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.errors import CheckpointError
-from training.model import (
+from clipguard.errors import CheckpointError
+from clipguard.model import (
     DetectorConfig,
     PreprocessConfig,
     build_detector,
@@ -20,8 +20,8 @@ from training.model import (
     save_checkpoint,
     untrained_version,
 )
-from training.model.checkpoint import checkpoint_paths, sha256_file
-from training.model.lntuning import is_trained_param
+from clipguard.model.checkpoint import checkpoint_paths, sha256_file
+from clipguard.model.lntuning import is_trained_param
 
 CONFIG = DetectorConfig(arch="ViT-Tiny-test", pretrained="none")
 

@@ -107,3 +107,38 @@ class VerdictStoreError(ClipguardError):
     """Redis did not accept a verdict; the offset must not be committed."""
 
     kind = "verdict_store"
+
+
+class InvalidOffsetError(ClipguardError):
+    """An offset went backwards or was finished without being started."""
+
+    kind = "invalid_offset"
+
+
+class NonFiniteLossError(ModelError):
+    """A loss term is NaN or infinite; the step must be skipped, not optimised."""
+
+    kind = "non_finite_loss"
+
+
+# --- stream errors that become verdicts ------------------------------------------------
+class InternalError(ClipguardError):
+    """A bug in a stage: the one error policy turns it into an `internal` verdict, logged with its trace."""
+
+    kind = "internal"
+
+
+class WorkerLostError(ClipguardError):
+    """A stage actor died and its restarts and retries were used up."""
+
+    kind = "worker_lost"
+
+
+class ProcessKilledError(RuntimeError):
+    """ffmpeg/ffprobe died from a signal we did not send: its worker going down, the OOM killer.
+
+    Not something the video said, so never a verdict of its own (hence not a
+    ClipguardError): the consumer retries it like a lost worker
+    (``Stages.worker_errors``), and a consumer that is itself going down stores
+    nothing; the message is redelivered.
+    """

@@ -32,10 +32,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pipeline.errors import CheckpointError
-from training.model.config import PreprocessConfig
-from training.model.detector import Detector
-from training.model.lntuning import frozen_state_dict, trained_state_dict
+from clipguard.errors import CheckpointError
+from clipguard.model.config import PreprocessConfig
+from clipguard.model.detector import Detector
+from clipguard.model.lntuning import frozen_state_dict, trained_state_dict
 
 FORMAT_VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"
@@ -171,7 +171,7 @@ def save_checkpoint(
     """Write the trained tensors and their manifest (weights first, manifest last).
 
     Args:
-        model: a :class:`~training.model.detector.Detector`, or a DDP wrapper of one.
+        model: a :class:`~clipguard.model.detector.Detector`, or a DDP wrapper of one.
         path: ``<name>``, ``<name>.safetensors`` or ``<name>.manifest.json``.
         preprocess: the preprocessing the model was trained with.
         preset: loss preset name.

@@ -1,7 +1,7 @@
 """Face actor: SCRFD detection, alignment to 256x256 crops and face tracks for one video.
 
 The work is ``workers.face_cropper.FaceCropper`` (plain class); this actor only
-holds the ONNX session. Ray queues calls; decoders bound how many are queued.
+holds the ONNX session. Ray queues calls; consumers bound how many are queued.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import os
 
 import ray
 
-from pipeline.config import FacesConfig
-from pipeline.contracts import SampledFrame
-from pipeline.video_flow import FaceStageResult
+from clipguard.config import FacesConfig
+from clipguard.contracts import FaceStageResult, SampledFrame
 from workers.face_cropper import FaceCropper
 
 
@@ -24,13 +23,7 @@ class FaceActor:
         self.cropper = FaceCropper(faces_cfg)
 
     def crop(self, video_id: str, frames: list[SampledFrame], source_size: tuple[int, int] | None) -> FaceStageResult:
-        result = self.cropper.crop_video(video_id, frames, source_size)
-        return FaceStageResult(
-            crops=list(result.crops),
-            frames_sampled=result.frames_sampled,
-            frames_with_faces=result.frames_with_faces,
-            faces_found=result.faces_found,
-        )
+        return self.cropper.crop_video(video_id, frames, source_size)
 
     def ready(self) -> bool:
         return True

@@ -1,17 +1,17 @@
 """The detector model, shared by serving and training.
 
-Serving (``workers/detector.py``) imports only from here. Nothing in this package
+Serving (``workers/scorer_actor.py``) imports only from here. Nothing in this package
 imports losses, slerp, data loading or Ray Train.
 
 Typical use::
 
-    from training.model import CropScorer, DetectorConfig
+    from clipguard.model import CropScorer, DetectorConfig
 
     scorer = CropScorer.from_config(DetectorConfig(arch="ViT-L-14", pretrained="openai"), "ckpt/best.safetensors")
     scorer.version           # 'clipguard-ViT-L-14-<sha12>', recorded in verdicts
     scorer.score(crops)      # (N,) float32 p_fake for uint8 (N, 256, 256, 3) crops
 
-Names are re-exported lazily (PEP 562), so importing ``training.model.config``
+Names are re-exported lazily (PEP 562), so importing ``clipguard.model.config``
 alone does not pull in torch or open_clip.
 """
 
@@ -21,20 +21,20 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "training.model.checkpoint": (
+    "clipguard.model.checkpoint": (
         "CheckpointManifest",
         "load_checkpoint",
         "read_manifest",
         "save_checkpoint",
         "untrained_version",
     ),
-    "training.model.config": ("CLIP_MEAN", "CLIP_STD", "DetectorConfig", "PreprocessConfig"),
-    "training.model.detector": ("Detector", "build_detector"),
-    "training.model.head": ("HeadOutput", "NormLinearHead", "p_fake"),
-    "training.model.inference": ("CropScorer", "resolve_autocast_dtype", "resolve_device"),
-    "training.model.lntuning": ("ParamCounts", "apply_ln_tuning", "count_parameters", "is_layernorm_param"),
-    "training.model.preprocess": ("as_uint8_nchw", "clip_preprocess"),
-    "training.model.tower": ("Tower", "build_visual_tower"),
+    "clipguard.model.config": ("CLIP_MEAN", "CLIP_STD", "DetectorConfig", "PreprocessConfig"),
+    "clipguard.model.detector": ("Detector", "build_detector"),
+    "clipguard.model.head": ("HeadOutput", "NormLinearHead", "p_fake"),
+    "clipguard.model.inference": ("CropScorer", "resolve_autocast_dtype", "resolve_device"),
+    "clipguard.model.lntuning": ("ParamCounts", "apply_ln_tuning", "count_parameters", "is_layernorm_param"),
+    "clipguard.model.preprocess": ("as_uint8_nchw", "clip_preprocess"),
+    "clipguard.model.tower": ("Tower", "build_visual_tower"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)
@@ -43,7 +43,7 @@ __all__ = sorted(_MODULE_OF)
 def __getattr__(name: str) -> Any:
     module = _MODULE_OF.get(name)
     if module is None:
-        msg = f"module 'training.model' has no attribute {name!r}"
+        msg = f"module 'clipguard.model' has no attribute {name!r}"
         raise AttributeError(msg)
     return getattr(importlib.import_module(module), name)
 

@@ -2,7 +2,7 @@
 
 Labels: 1 = fake (the positive class), 0 = real. Scores: p_fake. A video's
 score is the mean (or median) of its crops' p_fake, computed by
-:func:`workers.aggregation.aggregate`, the same function the stream uses.
+:func:`clipguard.aggregation.aggregate`, the same function the stream uses.
 
 Every ranking metric needs both classes; with one class missing it raises
 ``ValueError`` instead of returning a plausible number (no silent 0.5 or 1.0).
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from workers.aggregation import Aggregation, aggregate
+from clipguard.aggregation import Aggregation, aggregate
 
 TPR_AT_FPR = (0.001, 0.01, 0.05)  # 0.1 %, 1 %, 5 %
 

@@ -19,22 +19,22 @@ import numpy as np
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from pipeline.config import ClipguardConfig
+from clipguard.config import ClipguardConfig
+from clipguard.contracts import FaceStageResult, SampledFrame, Verdict, VideoJob
+from clipguard.errors import ProcessKilledError
+from clipguard.prometheus import StreamMetrics
 from pipeline.consume_loop import ConsumeLoop
-from pipeline.contracts import SampledFrame, Verdict, VideoJob
 from pipeline.kafka_source import KafkaSource
-from pipeline.metrics import StreamMetrics
 from pipeline.stage_router import StageRouter
 from pipeline.verdict_store import VerdictStore
-from pipeline.video_flow import FaceStageResult, Stages, process_video
-from workers.ffmpeg_process import ProcessKilledError
+from pipeline.video_flow import Stages, process_video
 from workers.frame_decoder import FrameDecoder
 
 log = logging.getLogger(__name__)
 
 
 @ray.remote
-class DecoderActor:
+class ConsumerActor:
     def __init__(self, cfg: ClipguardConfig, name: str, faces: list, detectors: list, model_version: str) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         logging.getLogger("kafka").setLevel(logging.WARNING)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pipeline.errors import ConfigError
+from clipguard.errors import ConfigError
 
 # OpenAI CLIP normalisation (equal to open_clip.OPENAI_DATASET_MEAN / _STD; a test checks it).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)

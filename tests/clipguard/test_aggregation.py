@@ -1,8 +1,8 @@
 import pytest
 
-from pipeline.config import ThresholdConfig
-from pipeline.contracts import CropScore
-from workers.aggregation import aggregate, label_for, most_suspicious, track_scores
+from clipguard.aggregation import aggregate, label_for, most_suspicious, track_scores
+from clipguard.config import ThresholdConfig
+from clipguard.contracts import CropScore
 
 
 def _cs(track, frame, p):

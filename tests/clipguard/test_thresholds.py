@@ -8,17 +8,17 @@ import json
 import pytest
 import torch
 
-from pipeline.calibrated_thresholds import (
+from clipguard.config import ClipguardConfig, ModelConfig
+from clipguard.errors import ConfigError
+from clipguard.model import DetectorConfig, PreprocessConfig, build_detector, read_manifest, save_checkpoint
+from clipguard.model.lntuning import is_trained_param
+from clipguard.thresholds import (
     ThresholdsFile,
     resolve_thresholds,
     thresholds_path_for,
     write_thresholds_file,
 )
 from pipeline.cli_options import build_config
-from pipeline.config import ClipguardConfig, ModelConfig
-from pipeline.errors import ConfigError
-from training.model import DetectorConfig, PreprocessConfig, build_detector, read_manifest, save_checkpoint
-from training.model.lntuning import is_trained_param
 
 TINY = {"arch": "ViT-Tiny-test", "pretrained": "none"}
 

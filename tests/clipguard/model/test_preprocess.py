@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.errors import ModelError
-from training.model import CLIP_MEAN, CLIP_STD, PreprocessConfig, as_uint8_nchw, clip_preprocess
+from clipguard.errors import ModelError
+from clipguard.model import CLIP_MEAN, CLIP_STD, PreprocessConfig, as_uint8_nchw, clip_preprocess
 
 FACES = ("faces/newton.png", "faces/gauss.png", "faces/solvay_conference_1927.png")
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.config import ClipguardConfig, ModelConfig, ThresholdConfig
-from pipeline.errors import ConfigError
+from clipguard.config import ClipguardConfig, ModelConfig, ThresholdConfig
+from clipguard.errors import ConfigError
 
 FORMAT = "clipguard-thresholds/1"
 THRESHOLDS_SUFFIX = ".thresholds.json"
@@ -80,7 +80,7 @@ class ThresholdsFile:
 
 def thresholds_path_for(checkpoint: str | Path) -> Path:
     """``<name>.thresholds.json`` for a checkpoint named ``<name>``, ``<name>.safetensors`` or its manifest."""
-    from training.model.checkpoint import checkpoint_paths
+    from clipguard.model.checkpoint import checkpoint_paths
 
     weights, _ = checkpoint_paths(checkpoint)
     return weights.with_name(weights.name.removesuffix(".safetensors") + THRESHOLDS_SUFFIX)
@@ -108,7 +108,7 @@ def read_thresholds_file(path: Path) -> ThresholdsFile:
 def check_identity(content: ThresholdsFile, model: ModelConfig, where: Path) -> None:
     """Refuse a thresholds file calibrated for other weights or another aggregation than ``model``'s."""
     if model.checkpoint is not None:
-        from training.model.checkpoint import read_manifest
+        from clipguard.model.checkpoint import read_manifest
 
         manifest = read_manifest(model.checkpoint)
         if content.weights_sha256 != manifest.weights_sha256:

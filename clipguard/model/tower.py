@@ -17,7 +17,7 @@ import open_clip
 from open_clip.transformer import VisionTransformer
 from safetensors import SafetensorError
 
-from pipeline.errors import ModelError
+from clipguard.errors import ModelError
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ itself is not needed.
 
 Usage::
 
-    python -m training.model.convert_hf yermandy/GenD_CLIP_L_14 ckpt/gend --arch ViT-L-14 --pretrained openai
+    python -m clipguard.model.convert_hf yermandy/GenD_CLIP_L_14 ckpt/gend --arch ViT-L-14 --pretrained openai
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from pipeline.errors import CheckpointError
-from training.model.checkpoint import CheckpointManifest, save_checkpoint
-from training.model.config import DetectorConfig
-from training.model.detector import Detector, build_detector
-from training.model.lntuning import frozen_state_dict
+from clipguard.errors import CheckpointError
+from clipguard.model.checkpoint import CheckpointManifest, save_checkpoint
+from clipguard.model.config import DetectorConfig
+from clipguard.model.detector import Detector, build_detector
+from clipguard.model.lntuning import frozen_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def convert_to_checkpoint(
     Args:
         source: ``.safetensors`` file, directory, or hub repo id.
         config: the base tower (arch, ``pretrained``) the checkpoint will be served on.
-        out: checkpoint name (see :func:`~training.model.checkpoint.save_checkpoint`).
+        out: checkpoint name (see :func:`~clipguard.model.checkpoint.save_checkpoint`).
         atol: largest allowed difference of a frozen tensor from the base.
 
     Raises:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.errors import ModelError
+from clipguard.errors import ModelError
 
 TOWER_PREFIX = "tower."  # attribute names of the detector's two parts
 HEAD_PREFIX = "head."

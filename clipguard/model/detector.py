@@ -7,10 +7,10 @@ import logging
 import torch
 from torch import nn
 
-from training.model.config import DetectorConfig
-from training.model.head import HeadOutput, NormLinearHead
-from training.model.lntuning import apply_ln_tuning
-from training.model.tower import build_visual_tower
+from clipguard.model.config import DetectorConfig
+from clipguard.model.head import HeadOutput, NormLinearHead
+from clipguard.model.lntuning import apply_ln_tuning
+from clipguard.model.tower import build_visual_tower
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import ModelError
-from training.model.config import PreprocessConfig
+from clipguard.errors import ModelError
+from clipguard.model.config import PreprocessConfig
 
 CropBatch = np.ndarray | torch.Tensor | Sequence[np.ndarray]
 

@@ -6,11 +6,11 @@ import sys
 import numpy as np
 import torch
 
-from training.model import CropScorer, DetectorConfig
+from clipguard.model import CropScorer, DetectorConfig
 
 CFG = DetectorConfig(arch="ViT-Tiny-test", pretrained="none", device="cpu")
 _SCORE = (
-    "import numpy as np; from training.model import CropScorer, DetectorConfig; "
+    "import numpy as np; from clipguard.model import CropScorer, DetectorConfig; "
     "c = np.random.default_rng(0).integers(0, 255, (2, 256, 256, 3), dtype=np.uint8); "
     "print(CropScorer.from_config(DetectorConfig(arch='ViT-Tiny-test', pretrained='none', device='cpu'))"
     ".score(c).tolist())"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import ConfigError, ModelError
-from training.model import (
+from clipguard.assets import REPO_ROOT
+from clipguard.errors import ConfigError, ModelError
+from clipguard.model import (
     CropScorer,
     DetectorConfig,
     PreprocessConfig,
@@ -22,9 +22,8 @@ from training.model import (
     resolve_device,
     save_checkpoint,
 )
-from training.model.lntuning import is_trained_param
+from clipguard.model.lntuning import is_trained_param
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = DetectorConfig(arch="ViT-Tiny-test", pretrained="none", device="cpu", max_batch_size=32)
 
 
@@ -150,8 +149,8 @@ def test_bad_config_values_raise_config_error(kwargs):
 
 def test_model_package_imports_no_training_only_code():
     code = (
-        "import sys, training.model, training.model.inference, training.model.convert_hf\n"
-        "from training.model import CropScorer\n"
+        "import sys, clipguard.model, clipguard.model.inference, clipguard.model.convert_hf\n"
+        "from clipguard.model import CropScorer\n"
         "bad = [m for m in sys.modules if m in ('training.losses', 'training.slerp') or m.split('.')[0] == 'ray']\n"
         "assert not bad, bad\n"
     )
@@ -159,5 +158,5 @@ def test_model_package_imports_no_training_only_code():
 
 
 def test_config_module_imports_without_torch():
-    code = "import sys, training.model.config\nassert 'torch' not in sys.modules and 'open_clip' not in sys.modules\n"
+    code = "import sys, clipguard.model.config\nassert 'torch' not in sys.modules and 'open_clip' not in sys.modules\n"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=REPO_ROOT)

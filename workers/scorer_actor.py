@@ -1,6 +1,6 @@
 """Detector actor: batches crops across videos and runs the LN-tuned CLIP detector.
 
-The work is done by ``training.model.CropScorer`` (the only import from
+The work is done by ``clipguard.model.CropScorer`` (the only import from
 ``training``) and the batching decisions by ``workers.batching.BatchPlanner``;
 this actor holds the model and the queue. Calls from many decoders land on one
 asyncio loop; the model runs on a thread so the next batch fills meanwhile.
@@ -17,9 +17,9 @@ import time
 import numpy as np
 import ray
 
-from pipeline.config import ModelConfig
-from pipeline.metrics import StreamMetrics
-from training.model import CropScorer, DetectorConfig
+from clipguard.config import ModelConfig
+from clipguard.model import CropScorer, DetectorConfig
+from clipguard.prometheus import StreamMetrics
 from workers.batching import BatchPlanner
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class _Request:
 
 
 @ray.remote
-class DetectorActor:
+class ScorerActor:
     def __init__(self, model_cfg: ModelConfig, batch_size: int, batch_wait_ms: int) -> None:
         logging.basicConfig(level=logging.INFO)
         self.scorer = CropScorer.from_config(detector_config(model_cfg, batch_size), model_cfg.checkpoint)

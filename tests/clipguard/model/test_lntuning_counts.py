@@ -7,8 +7,8 @@ import torch
 from open_clip.transformer import VisionTransformer
 from safetensors.torch import save_file
 
-from pipeline.errors import ModelError
-from training.model import DetectorConfig, build_detector, build_visual_tower, count_parameters
+from clipguard.errors import ModelError
+from clipguard.model import DetectorConfig, build_detector, build_visual_tower, count_parameters
 
 TINY = "ViT-Tiny-test"
 

@@ -1,7 +1,7 @@
 """Data contracts that travel between stages, written down once.
 
 Kafka message -> :class:`VideoJob` -> :class:`SampledFrame` (decoder) ->
-:class:`FaceCrop` (faces) -> :class:`CropScore` (detector) -> :class:`Verdict` (Redis).
+:class:`FaceCrop` (faces, in a :class:`FaceStageResult`) -> :class:`CropScore` (detector) -> :class:`Verdict` (Redis).
 
 All are frozen dataclasses of plain values and numpy arrays, so they pickle
 cheaply through Ray's object store and carry the ids every log line needs.
@@ -83,6 +83,31 @@ class FaceCrop:
     det_score: float
     landmarks: np.ndarray
     image: np.ndarray
+
+
+@dataclass(frozen=True)
+class FaceStageResult:
+    """The face stage's output for one video: its crops and the frame/face counts.
+
+    Attributes:
+        crops: Aligned crops in frame order (within a frame: by policy order).
+        frames_sampled: Frames given to the face stage.
+        frames_with_faces: Frames where the detector found at least one face.
+        faces_found: Faces detected over all frames, before the per-frame policy.
+    """
+
+    crops: tuple[FaceCrop, ...]
+    frames_sampled: int
+    frames_with_faces: int
+    faces_found: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crops", tuple(self.crops))  # frozen: a list passed in becomes a tuple
+
+    @property
+    def n_tracks(self) -> int:
+        """Distinct face tracks among the crops."""
+        return len({c.track_id for c in self.crops})
 
 
 @dataclass(frozen=True)

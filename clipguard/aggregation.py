@@ -12,8 +12,8 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.config import ThresholdConfig
-from pipeline.contracts import CropScore, TrackScore, VerdictLabel
+from clipguard.config import ThresholdConfig
+from clipguard.contracts import CropScore, TrackScore, VerdictLabel
 
 Aggregation = Literal["mean", "median"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from clipguard.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRFD_MODEL = "models/scrfd_2.5g_kps.onnx"

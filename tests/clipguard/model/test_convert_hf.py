@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from pipeline.errors import CheckpointError
-from training.model import DetectorConfig, PreprocessConfig, build_detector, load_checkpoint
-from training.model.convert_hf import convert_hf_state_dict, convert_to_checkpoint, load_converted, read_hf_weights
+from clipguard.errors import CheckpointError
+from clipguard.model import DetectorConfig, PreprocessConfig, build_detector, load_checkpoint
+from clipguard.model.convert_hf import convert_hf_state_dict, convert_to_checkpoint, load_converted, read_hf_weights
 
 transformers = pytest.importorskip("transformers", reason="transformers is the optional 'hf' extra")
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from training.metrics import (
+from clipguard.aggregation import aggregate
+from training.eval_metrics import (
     auroc,
     detection_metrics,
     eer,
@@ -14,7 +15,6 @@ from training.metrics import (
     tpr_at_fpr,
     video_scores,
 )
-from workers.aggregation import aggregate
 
 # Hand-worked: labels 0,0,1,1 with scores 0.1, 0.5 | 0.5, 0.9 (one real/fake tie at 0.5).
 # ROC points (fpr, tpr): (0,0) -> (0,.5) [thr .9] -> (.5,1) [thr .5] -> (1,1) [thr .1].

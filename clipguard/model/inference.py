@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.errors import ModelError
-from training.model.checkpoint import load_checkpoint, untrained_version
-from training.model.config import DetectorConfig
-from training.model.detector import Detector, build_detector
-from training.model.head import p_fake
-from training.model.preprocess import CropBatch, as_uint8_nchw, clip_preprocess
+from clipguard.errors import ModelError
+from clipguard.model.checkpoint import load_checkpoint, untrained_version
+from clipguard.model.config import DetectorConfig
+from clipguard.model.detector import Detector, build_detector
+from clipguard.model.head import p_fake
+from clipguard.model.preprocess import CropBatch, as_uint8_nchw, clip_preprocess
 
 logger = logging.getLogger(__name__)
 
