@@ -4,6 +4,9 @@
 PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
+# The model directory (clipguard/model_files.py): the demo and benchmarks use the shared assets' SCRFD model.
+CLIPGUARD_ASSETS ?= $(abspath ../shared/assets)
+export CLIPGUARD_MODEL_DIR ?= $(CLIPGUARD_ASSETS)/models
 
 .PHONY: bootstrap demo test test-fast bench lint clean-services
 
@@ -20,9 +23,9 @@ test-fast: bootstrap
 	$(PY) -m pytest -q -m "not slow"
 
 bench: bootstrap
-	$(PY) bench/bench_detector.py --arch ViT-L-14 --batch-sizes 1,8,32
-	$(PY) bench/bench_frames_faces.py
-	$(PY) bench/bench_stream.py
+	$(PY) -m bench.bench_detector --arch ViT-L-14 --batch-sizes 1,8,32
+	$(PY) -m bench.bench_frames_faces
+	$(PY) -m bench.bench_stream
 
 lint: bootstrap
 	$(PY) -m ruff check .

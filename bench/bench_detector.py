@@ -8,14 +8,13 @@ crop (81.08 GMACs) or an analytic ViT estimate for other archs.
 
 Runs unchanged on CPU (fp32) and CUDA (bf16 autocast and fp32)::
 
-    python bench/bench_detector.py                      # ViT-L-14, batch 1, 8, 32
-    python bench/bench_detector.py --batch-sizes 1,8 --output bench/results/detector_cpu.md
+    python -m bench.bench_detector                      # ViT-L-14, batch 1, 8, 32
+    python -m bench.bench_detector --batch-sizes 1,8 --output bench/results/detector_cpu.md
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import os
 import platform
@@ -28,9 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from clipguard.model import CropScorer, DetectorConfig, build_detector, resolve_device  # noqa: E402
+from clipguard.model import CropScorer, DetectorConfig, build_detector, resolve_device
 
 VIT_L14_FLOPS = 162e9  # 2 x 81.08 GMACs per 224-px crop
 # Dense peak TFLOP/s by (device-name marker, precision); fp32 = CUDA cores (PyTorch keeps TF32 off for matmul).
@@ -165,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         peak, peak_label = peak_tflops(device, precision, args.peak_tflops)
         peaks[precision] = peak_label
         for batch_size in batch_sizes:
-            config = dataclasses.replace(base, precision=precision, max_batch_size=batch_size)
+            config = base.model_copy(update={"precision": precision, "max_batch_size": batch_size})
             scorer = CropScorer(detector, config, version="bench")
             batch = rng.integers(0, 256, (batch_size, 256, 256, 3), dtype=np.uint8)
             median_s, runs = time_cell(scorer, batch, warmup, args.repeats, args.min_repeats, args.budget_s)

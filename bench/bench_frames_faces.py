@@ -15,8 +15,8 @@ The first call of each cell is a warm-up (process start-up, ONNX session and
 page cache) and is excluded; each cell reports the median of ``--runs`` timed
 calls. Usage, from the repository root::
 
-    python bench/bench_frames_faces.py                     # 640x360, 1280x720, 1920x1080
-    python bench/bench_frames_faces.py --sizes 1280x720 --runs 3 --output /tmp/t.md
+    python -m bench.bench_frames_faces                     # 640x360, 1280x720, 1920x1080
+    python -m bench.bench_frames_faces --sizes 1280x720 --runs 3 --output /tmp/t.md
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ from pathlib import Path
 
 import onnxruntime
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from clipguard.config import FacesConfig, SamplingConfig, SourceConfig  # noqa: E402
-from clipguard.contracts import VideoJob  # noqa: E402
-from tests.video_factory import make_pan_video  # noqa: E402
-from workers.face_cropper import FaceCropper  # noqa: E402
-from workers.face_detector import FaceDetector  # noqa: E402
-from workers.frame_decoder import FrameDecoder  # noqa: E402
+from clipguard.assets import assets_dir
+from clipguard.config import FacesConfig, SamplingConfig, SourceConfig
+from clipguard.contracts import VideoJob
+from clipguard.model_files import MODEL_DIR_ENV
+from tests.video_factory import make_pan_video
+from workers.face_cropper import FaceCropper
+from workers.face_detector import FaceDetector
+from workers.frame_decoder import FrameDecoder
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -146,6 +146,7 @@ def table(rows: list[dict], args: argparse.Namespace, providers: list[str]) -> s
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark, print the table and save it."""
     args = parse_args(argv)
+    os.environ.setdefault(MODEL_DIR_ENV, str(assets_dir() / "models"))  # the shared SCRFD model, named explicitly
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     detector = FaceDetector(FacesConfig(), intra_op_threads=args.threads)
     cropper = FaceCropper(FacesConfig(policy="all"), detector)

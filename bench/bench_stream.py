@@ -20,8 +20,8 @@ are interleaved (stages, naive, stream x1, stream x2, then again) so load from o
 machine hits every side alike; tables show medians over --repeats runs. The default model is the tiny
 random ViT, since the comparison is about the pipeline; pass --arch ViT-L-14 to include the real model.
 
-    python bench/bench_stream.py --videos 12 --repeats 3 --out bench/results/stream_cpu.md
-    python bench/bench_stream.py --videos 4 --repeats 1 --skip-stages    # quick check
+    python -m bench.bench_stream --videos 12 --repeats 3 --out bench/results/stream_cpu.md
+    python -m bench.bench_stream --videos 4 --repeats 1 --skip-stages    # quick check
 """
 
 from __future__ import annotations
@@ -40,18 +40,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-import numpy as np  # noqa: E402
-import onnxruntime  # noqa: E402
-import ray  # noqa: E402
-import torch  # noqa: E402
-from kafka.partitioner.default import murmur2  # noqa: E402
+import numpy as np
+import onnxruntime
+import ray
+import torch
+from kafka.partitioner.default import murmur2
 
-from clipguard.aggregation import aggregate  # noqa: E402
-from clipguard.config import (  # noqa: E402
+from clipguard.aggregation import aggregate
+from clipguard.assets import assets_dir
+from clipguard.config import (
     ClipguardConfig,
     FacesConfig,
     KafkaConfig,
@@ -61,16 +61,16 @@ from clipguard.config import (  # noqa: E402
     SourceConfig,
     StreamConfig,
 )
-from clipguard.contracts import VideoJob  # noqa: E402
-from clipguard.model import CropScorer  # noqa: E402
-from pipeline.embedded_services import embedded_services  # noqa: E402
-from pipeline.kafka_publisher import JobPublisher, ensure_topic  # noqa: E402
-from pipeline.runner import run_stream  # noqa: E402
-from pipeline.verdict_store import VerdictStore  # noqa: E402
-from tests import video_factory as vf  # noqa: E402
-from workers.face_cropper import FaceCropper  # noqa: E402
-from workers.frame_decoder import FrameDecoder  # noqa: E402
-from workers.scorer_actor import detector_config  # noqa: E402
+from clipguard.contracts import VideoJob
+from clipguard.model import CropScorer, DetectorConfig
+from clipguard.model_files import MODEL_DIR_ENV
+from pipeline.embedded_services import embedded_services
+from pipeline.kafka_publisher import JobPublisher, ensure_topic
+from pipeline.runner import run_stream
+from pipeline.verdict_store import VerdictStore
+from tests import video_factory as vf
+from workers.face_cropper import FaceCropper
+from workers.frame_decoder import FrameDecoder
 
 PARTITIONS = KafkaConfig.model_fields["partitions"].default  # the bench's topics are created with the default
 VIDEO_SIZE = (640, 360)
@@ -136,7 +136,7 @@ class Local:
         return cls(
             FrameDecoder(cfg.source, cfg.sampling),
             FaceCropper(cfg.faces),
-            CropScorer.from_config(detector_config(cfg.model, cfg.stream.batch_size), cfg.model.checkpoint),
+            CropScorer.from_config(DetectorConfig.for_stream(cfg.model, cfg.stream.batch_size), cfg.model.checkpoint),
             cfg.stream.batch_size,
         )
 
@@ -243,7 +243,7 @@ def stream(cfg: ClipguardConfig, warm: list[str], ids: list[str], workers: int) 
             if phase[0] == "warm-up":
                 if all(v in done for v in warm):
                     phase[0] = "timed"
-                    warm_received.extend(st["received"] for st in topo[0].stats())
+                    warm_received.extend(st.received for st in topo[0].stats())
                     ticks.append(cpu_ticks())
                     for v in ids:  # the producer is connected and knows the topic: warm-up used it
                         sent[v] = time.time()
@@ -389,6 +389,7 @@ def e2e_row(name: str, runs: list[dict], n: int, naive_vps: float | None, bound:
 
 
 def main() -> None:
+    os.environ.setdefault(MODEL_DIR_ENV, str(assets_dir() / "models"))  # the shared SCRFD model, named explicitly
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=12, help="timed videos per run (warm-up videos come on top)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of every configuration (medians reported)")

@@ -1,7 +1,8 @@
-"""Where the shared, never-committed test/demo assets live.
+"""Where the shared, never-committed test and benchmark assets live (real photos, an SCRFD model).
 
-One helper so tests, the demo and the defaults agree: ``$CLIPGUARD_ASSETS`` if
-set, else ``<repo root>/../shared/assets``. Missing assets are an error that
+``$CLIPGUARD_ASSETS`` if set, else ``<repo root>/../shared/assets``. Tests, benchmarks
+and ``make demo`` use it; no product default points here (model files are found through
+the model directory, :mod:`clipguard.model_files`). A missing asset is an error that
 names the path looked at, never a silent skip.
 """
 
@@ -13,7 +14,6 @@ from pathlib import Path
 from clipguard.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SCRFD_MODEL = "models/scrfd_2.5g_kps.onnx"
 
 
 def assets_dir() -> Path:

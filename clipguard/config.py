@@ -8,25 +8,45 @@ and ``redis.url`` set to ``embedded`` start a loopback broker and Redis.
 Every model is frozen with ``extra="forbid"``, so a misspelt key is an error,
 never a silently ignored setting. Validation errors never echo input values
 (``hide_input_in_errors``): a misspelt ``CLIPGUARD_REDIS__PASWORD`` must not print
-the password into the logs.
+the password into the logs. :class:`Section` is the one base of every
+configuration model in the project: the stream's sections here, the training
+config (``training/train_config.py``) and the detector's (``clipguard/model/config.py``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clipguard.model_files import MODEL_DIR_ENV, SCRFD_DEFAULT, find_checkpoint, find_model_file, names_a_file
 
 EMBEDDED = "embedded"
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """Base of every configuration model: frozen, unknown keys refused, inputs never echoed in errors."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
-class KafkaConfig(_Section):
+def validation_problems(exc: ValidationError) -> str:
+    """One line per problem, ``section.field: message``, without the input values."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors())
+
+
+def field_default(model: type[BaseModel], name: str) -> Any:
+    """A field's default as its model declares it: command-line flags show it instead of repeating it."""
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+class KafkaConfig(Section):
     bootstrap: str = Field(EMBEDDED, description="host:port[,host:port] or 'embedded' (start a loopback broker)")
     topic: str = Field("clipguard.videos", description="topic carrying video IDs / JSON jobs")
     group_id: str = Field("clipguard", description="consumer group of the decoders")
@@ -46,7 +66,7 @@ class KafkaConfig(_Section):
     partitions: int = Field(4, ge=1, description="partitions when the topic is created by us")
 
 
-class RedisConfig(_Section):
+class RedisConfig(Section):
     url: str = Field(EMBEDDED, description="redis:// or rediss:// URL, or 'embedded'")
     password: SecretStr | None = Field(None, description="overrides the URL's password; never logged")
     ssl_ca_certs: Path | None = None
@@ -57,13 +77,13 @@ class RedisConfig(_Section):
     retry_max_s: float = Field(5.0, gt=0)
 
 
-class RayConfig(_Section):
+class RayConfig(Section):
     address: str | None = Field(None, description="Ray address ('auto', ray://...); None starts a local Ray")
     namespace: str = "clipguard"
     num_cpus: int | None = Field(None, description="CPUs for a local Ray (None: all)")
 
 
-class SourceConfig(_Section):
+class SourceConfig(Section):
     video_root: Path = Field(Path("videos"), description="plain IDs are paths under this folder")
     allowed_schemes: tuple[str, ...] = ("file", "http", "https", "s3")
     allow_private_hosts: bool = Field(False, description="allow URLs that resolve to loopback/private addresses")
@@ -73,7 +93,7 @@ class SourceConfig(_Section):
     timeout_s: float = Field(120.0, gt=0, description="wall-clock limit of one ffmpeg/ffprobe call")
 
 
-class SamplingConfig(_Section):
+class SamplingConfig(Section):
     mode: Literal["uniform", "fps"] = Field("uniform", description="uniform: linspace over frames (paper); fps: stride")
     num_frames: int = Field(32, ge=1, le=1024)
     fps: float = Field(1.0, gt=0, description="frames per second in fps mode (capped by num_frames)")
@@ -85,9 +105,10 @@ class SamplingConfig(_Section):
     )
 
 
-class FacesConfig(_Section):
-    detector_path: Path | None = Field(
-        None, description="SCRFD ONNX model with 5 keypoints; None: scrfd_2.5g_kps.onnx from the test assets"
+class FacesConfig(Section):
+    detector_path: Path = Field(
+        Path(SCRFD_DEFAULT),
+        description="SCRFD ONNX model with 5 keypoints: a file name in the model directory, or a path",
     )
     input_size: int = Field(640, ge=128)
     det_thresh: float = Field(0.5, gt=0, lt=1)
@@ -99,15 +120,33 @@ class FacesConfig(_Section):
     track_iou: float = Field(0.3, gt=0, lt=1, description="min box IoU to link a face to a track")
 
 
-class ModelConfig(_Section):
-    arch: str = Field("ViT-L-14", description="open_clip ViT name")
-    pretrained: str = Field("openai", description="'openai', a local weights file, or 'none' (random init)")
+class TowerConfig(Section):
+    """Which CLIP tower, which base weights, which head init: shared by serving, training and the detector."""
+
+    arch: str = Field("ViT-L-14", min_length=1, description="open_clip ViT config name")
+    pretrained: str = Field(
+        "openai", min_length=1, description="'openai' (an open_clip tag), a local full-CLIP weights file, or 'none'"
+    )
+    quick_gelu: bool = Field(True, description="OpenAI CLIP weights need QuickGELU; a tag that disagrees is refused")
+    # Every randomly initialised tensor (the head; the whole tower with pretrained='none') is drawn from
+    # this seed, so every actor, restart and process builds the same model and a checkpoint only loads
+    # onto the base it was trained on.
+    init_seed: int = Field(0, description="seed of the random init (head; tower with pretrained='none')")
+
+
+class InferenceConfig(TowerConfig):
+    """Where and how the detector runs."""
+
+    device: Device = Field("auto", description="auto: CUDA if present; 'cuda' without CUDA is an error")
+    precision: Precision = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU; bf16 on CPU is refused")
+
+
+class ModelConfig(InferenceConfig):
     checkpoint: Path | None = Field(None, description="LN-tuned checkpoint (.safetensors + manifest)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     aggregation: Literal["mean", "median"] = "mean"
 
 
-class StreamConfig(_Section):
+class StreamConfig(Section):
     decoders: int = Field(1, ge=1)
     face_workers: int = Field(1, ge=1)
     detectors: int = Field(1, ge=1)
@@ -124,7 +163,7 @@ class StreamConfig(_Section):
     video_timeout_s: float = Field(600.0, gt=0, description="a video still unfinished after this errors out")
 
 
-class AutoscaleConfig(_Section):
+class AutoscaleConfig(Section):
     """Pool sizes follow Kafka lag and stage queues between these bounds (see pipeline/autoscaler.py).
 
     A bound left unset is the stream's configured count, so nothing moves until a
@@ -144,7 +183,7 @@ class AutoscaleConfig(_Section):
     scale_down_cooldown_s: float = Field(300.0, ge=0)
 
 
-class ThresholdConfig(_Section):
+class ThresholdConfig(Section):
     fake: float = Field(0.6, ge=0, le=1, description="p_fake >= this -> 'fake'")
     real: float = Field(0.4, ge=0, le=1, description="p_fake <= this -> 'real'; between -> 'uncertain'")
     file: Path | None = Field(
@@ -168,6 +207,9 @@ class ClipguardConfig(BaseSettings):
         env_prefix="CLIPGUARD_", env_nested_delimiter="__", frozen=True, extra="forbid", hide_input_in_errors=True
     )
 
+    model_dir: Path | None = Field(
+        None, description=f"folder of model files named by file name (unset: ${MODEL_DIR_ENV}, then ./models)"
+    )
     kafka: KafkaConfig = KafkaConfig()
     redis: RedisConfig = RedisConfig()
     ray: RayConfig = RayConfig()
@@ -178,3 +220,24 @@ class ClipguardConfig(BaseSettings):
     stream: StreamConfig = StreamConfig()
     autoscale: AutoscaleConfig = AutoscaleConfig()
     thresholds: ThresholdConfig = ThresholdConfig()
+
+    def with_model_files(self) -> ClipguardConfig:
+        """This config with its model files found (model directory, then working directory) as absolute paths.
+
+        Resolved on the driver, so actors on any node get paths, not names (the model
+        directory is the same mount on every node of a cluster).
+
+        Raises:
+            ConfigError: the SCRFD model, or base weights named by file, cannot be found.
+        """
+        faces = self.faces.model_copy(update={"detector_path": find_model_file(
+            self.faces.detector_path, what="SCRFD face detector", setting="faces.detector_path",
+            configured_dir=self.model_dir)})  # fmt: skip
+        model = self.model
+        if names_a_file(model.pretrained):
+            found = find_model_file(model.pretrained, what="base CLIP weights", setting="model.pretrained",
+                                    configured_dir=self.model_dir)  # fmt: skip
+            model = model.model_copy(update={"pretrained": str(found)})
+        if model.checkpoint is not None:
+            model = model.model_copy(update={"checkpoint": find_checkpoint(model.checkpoint, self.model_dir)})
+        return self.model_copy(update={"faces": faces, "model": model})

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import click
 
+from clipguard.cli_main import run_click_command
 from clipguard.config import ClipguardConfig
-from clipguard.errors import ClipguardError
 from pipeline.cli_options import build_config, config_options
 
 
 def stream_config(options: dict) -> ClipguardConfig:
-    """The stream's configuration: flags/env/defaults, then calibrated thresholds where a file applies."""
+    """The stream's configuration: flags/env/defaults, model files found, calibrated thresholds where a file applies."""
     from clipguard.thresholds import resolve_thresholds
 
-    return resolve_thresholds(build_config(options))
+    return resolve_thresholds(build_config(options).with_model_files())
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -47,11 +47,7 @@ def cli(verbose: bool) -> None:
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=True)
-    except ClipguardError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    sys.exit(run_click_command(cli, prog_name="clipguard"))
 
 
 # --- the stream ------------------------------------------------------------------------

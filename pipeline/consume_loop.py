@@ -17,6 +17,7 @@ thread-safe); blocking Redis calls run on a small pool.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,23 @@ class LoopStats:
     lag: dict[int, int] = field(default_factory=dict)
     lag_measured: bool = False  # a lag was measured with partitions assigned
     last_verdict_at: float | None = None
+
+
+@dataclass
+class ConsumerStats(LoopStats):
+    """One consumer actor's counters at one moment: what crosses Ray from ``stats()`` and ``run()``."""
+
+    name: str = ""
+    faces_outstanding: int = 0  # face-stage calls waiting on or running in face actors
+    detectors_outstanding: int = 0  # scoring calls waiting on or running in scorer actors
+
+    @classmethod
+    def of(
+        cls, loop: LoopStats, name: str, faces_outstanding: int = 0, detectors_outstanding: int = 0
+    ) -> ConsumerStats:
+        """A snapshot of ``loop`` (copied, so the actor's own counters keep moving) with the actor's name."""
+        return cls(**copy.deepcopy(vars(loop)), name=name, faces_outstanding=faces_outstanding,
+                   detectors_outstanding=detectors_outstanding)  # fmt: skip
 
 
 class ConsumeLoop:

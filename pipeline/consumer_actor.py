@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import asdict
 
 import numpy as np
 import ray
@@ -23,7 +22,7 @@ from clipguard.config import ClipguardConfig
 from clipguard.contracts import FaceStageResult, SampledFrame, Verdict, VideoJob
 from clipguard.errors import ProcessKilledError
 from clipguard.prometheus import StreamMetrics
-from pipeline.consume_loop import ConsumeLoop
+from pipeline.consume_loop import ConsumeLoop, ConsumerStats
 from pipeline.kafka_source import KafkaSource
 from pipeline.stage_router import StageRouter
 from pipeline.verdict_store import VerdictStore
@@ -63,19 +62,15 @@ class ConsumerActor:
         )
 
     # --- control ------------------------------------------------------------------
-    async def run(self) -> dict:
-        stats = await self.loop.run()
-        return asdict(stats)
+    async def run(self) -> ConsumerStats:
+        await self.loop.run()
+        return self.stats()
 
     def stop(self) -> None:
         self.loop.stop()
 
-    def stats(self) -> dict:
-        s = asdict(self.loop.stats)
-        s["decoder"] = self.name
-        s["faces_outstanding"] = self.faces.outstanding
-        s["detectors_outstanding"] = self.detectors.outstanding
-        return s
+    def stats(self) -> ConsumerStats:
+        return ConsumerStats.of(self.loop.stats, self.name, self.faces.outstanding, self.detectors.outstanding)
 
     def set_pools(self, faces: list, detectors: list) -> None:
         self.faces.replace(faces)

@@ -18,6 +18,7 @@ from clipguard.prometheus import StreamMetrics
 from clipguard.ray_connection import ray_connection
 from clipguard.thresholds import resolve_thresholds
 from pipeline.autoscaler import PoolAutoscaler
+from pipeline.consume_loop import ConsumerStats
 from pipeline.endpoints import resolved_endpoints
 from pipeline.topology import Topology, local_ray_cpus
 
@@ -40,20 +41,20 @@ class RunTotals:
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, stats: list[dict]) -> RunTotals:
+    def of(cls, stats: list[ConsumerStats]) -> RunTotals:
         t = cls()
         for s in stats:
-            t.received += s["received"]
-            t.verdicts += s["verdicts"]
-            t.dead_letters += s["dead_letters"]
-            t.in_flight += s["in_flight"]
-            t.lag += sum(s["lag"].values())
-            t.lag_measured = t.lag_measured or s["lag_measured"]
-            t.faces_outstanding += s.get("faces_outstanding", 0)
-            t.detectors_outstanding += s.get("detectors_outstanding", 0)
-            for k, v in s["by_status"].items():
+            t.received += s.received
+            t.verdicts += s.verdicts
+            t.dead_letters += s.dead_letters
+            t.in_flight += s.in_flight
+            t.lag += sum(s.lag.values())
+            t.lag_measured = t.lag_measured or s.lag_measured
+            t.faces_outstanding += s.faces_outstanding
+            t.detectors_outstanding += s.detectors_outstanding
+            for k, v in s.by_status.items():
                 t.by_status[k] = t.by_status.get(k, 0) + v
-            for k, v in s["errors_by_kind"].items():
+            for k, v in s.errors_by_kind.items():
                 t.errors_by_kind[k] = t.errors_by_kind.get(k, 0) + v
         return t
 
@@ -101,7 +102,9 @@ def run_stream(
 ) -> RunTotals:
     """Run the stream until a signal, ``stop`` or ``stop_when(totals)``; returns the last totals."""
     stop = stop or StopFlag()
-    cfg = resolve_thresholds(cfg)  # calibrated thresholds beside the checkpoint, for every caller, not only the CLI
+    # For every caller, not only the CLI: model files found on the driver (actors get absolute paths),
+    # then calibrated thresholds beside the checkpoint.
+    cfg = resolve_thresholds(cfg.with_model_files())
     with resolved_endpoints(cfg) as live, ray_connection(**ray_init_args(live)):
         stop.install()  # after ray.init: Ray's core worker installs its own (aborting) SIGTERM handler
         topology = Topology(live).start()

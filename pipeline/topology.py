@@ -21,6 +21,7 @@ import ray
 
 from clipguard.config import ClipguardConfig
 from clipguard.errors import ClipguardError, ConfigError
+from pipeline.consume_loop import ConsumerStats
 from pipeline.consumer_actor import ConsumerActor
 from workers.face_actor import FaceActor
 from workers.scorer_actor import ScorerActor
@@ -132,7 +133,7 @@ class Topology:
                 self.add_decoder()
         return len(ended)
 
-    def stats(self, timeout_s: float = 5.0) -> list[dict]:
+    def stats(self, timeout_s: float = 5.0) -> list[ConsumerStats]:
         refs = [d.stats.remote() for d in self.decoders]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         out = []
@@ -143,7 +144,7 @@ class Topology:
                 log.warning("decoder stats unavailable: %s", exc)
         return out
 
-    def stop(self, timeout_s: float) -> list[dict]:
+    def stop(self, timeout_s: float) -> list[ConsumerStats]:
         """Stop polling everywhere, let in-flight videos finish and commit, then release actors."""
         for decoder in self.decoders:
             decoder.stop.remote()

@@ -19,6 +19,10 @@ import pytest  # noqa: E402
 
 from clipguard.assets import assets_dir  # noqa: E402
 
+# Model files named by file name (the SCRFD detector) come from the shared assets' models/ folder:
+# set explicitly here, as a deployment sets its model directory; nothing defaults to a test asset.
+os.environ.setdefault("CLIPGUARD_MODEL_DIR", str(assets_dir() / "models"))
+
 
 @pytest.fixture(autouse=True)
 def _no_ray_connection_left_behind():

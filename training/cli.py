@@ -17,14 +17,20 @@ from pathlib import Path
 
 import click
 
-from clipguard.config import FacesConfig, SamplingConfig, SourceConfig
+from clipguard.config import FacesConfig, ModelConfig, SamplingConfig, SourceConfig, StreamConfig, field_default
 from clipguard.errors import ConfigError
+from clipguard.model_files import MODEL_DIR_ENV
 from training.crop_manifest import VideoOutcome
 
 # Frame sampling and face cropping of labelled videos: the same flags for `prepare` and for
 # the video manifests `evaluate` prepares first.
 _CROP_OPTIONS = (
-    click.option("--num-frames", default=32, show_default=True, help="frames sampled per video (paper: 32)"),
+    click.option(
+        "--num-frames",
+        default=field_default(SamplingConfig, "num_frames"),
+        show_default=True,
+        help="frames sampled per video (paper: 32)",
+    ),  # fmt: skip
     click.option(
         "--face-policy",
         type=click.Choice(["largest", "all"]),
@@ -32,16 +38,39 @@ _CROP_OPTIONS = (
         show_default=True,
         help="largest = paper protocol; all = every face (moderation)",
     ),
-    click.option("--max-faces", default=32, show_default=True, help="faces kept per frame with --face-policy all"),
+    click.option(
+        "--max-faces",
+        default=field_default(FacesConfig, "max_faces_per_frame"),
+        show_default=True,
+        help="faces kept per frame with --face-policy all",
+    ),  # fmt: skip
     click.option(
         "--detector-path",
         type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="SCRFD ONNX model (default: the shared test asset)",
+        default=field_default(FacesConfig, "detector_path"),
+        show_default=True,
+        help="SCRFD ONNX model: a file name in the model directory, or a path",
     ),
-    click.option("--det-thresh", default=0.5, show_default=True),
-    click.option("--max-side", default=1280, show_default=True, help="decoded frames are downscaled to this side"),
-    click.option("--decode-timeout", default=120.0, show_default=True, help="seconds per video"),
+    click.option(
+        "--model-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        envvar=MODEL_DIR_ENV,
+        help=f"folder of model files named by file name [default: ${MODEL_DIR_ENV}, then ./models]",
+    ),
+    click.option("--det-thresh", default=field_default(FacesConfig, "det_thresh"), show_default=True),
+    click.option(
+        "--max-side",
+        default=field_default(SamplingConfig, "max_side"),
+        show_default=True,
+        help="decoded frames are downscaled to this side",
+    ),  # fmt: skip
+    click.option(
+        "--decode-timeout",
+        default=field_default(SourceConfig, "timeout_s"),
+        show_default=True,
+        help="seconds per video",
+    ),  # fmt: skip
 )
 
 
@@ -142,6 +171,7 @@ def prepare_command(**opts) -> None:
             gpus_per_worker=opts["gpus_per_worker"],
             retry_skipped=opts["retry_skipped"],
             on_video=echo_video_outcome,
+            model_dir=opts["model_dir"],
         )
     click.echo(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()}))
 
@@ -203,8 +233,10 @@ _SPLITS = click.Choice(["all", "train", "val", "test"])
 @click.option("--pretrained", default=None,
               help="base tower weights: 'openai', a local file, or 'none' "
               "[default: the stream's model.pretrained]")  # fmt: skip
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--aggregation", type=click.Choice(["mean", "median"]), default="mean", show_default=True,
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=field_default(ModelConfig, "device"),
+              show_default=True)  # fmt: skip
+@click.option("--aggregation", type=click.Choice(["mean", "median"]), default=field_default(ModelConfig, "aggregation"),
+              show_default=True,
               help="video score from its crops' p_fake (the stream's model.aggregation)")  # fmt: skip
 @click.option("--split", type=_SPLITS, default="all", show_default=True,
               help="use only the rows of this split of each test set")  # fmt: skip
@@ -224,7 +256,8 @@ _SPLITS = click.Choice(["all", "train", "val", "test"])
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Ray scoring actors")
 @click.option("--cpus-per-worker", default=1.0, show_default=True)
 @click.option("--gpus-per-worker", default=0.0, show_default=True)
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1), help="crops per scoring call")
+@click.option("--batch-size", default=field_default(StreamConfig, "batch_size"), show_default=True,
+              type=click.IntRange(1), help="crops per scoring call")  # fmt: skip
 @click.option("--video-root", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="video manifests: folder their paths are relative to (default: each manifest's folder)")  # fmt: skip
 @click.option("--prepare-workers", default=2, show_default=True, help="video manifests: Ray actors preparing videos")
@@ -237,7 +270,6 @@ def evaluate_command(sets, test_sets, **opts) -> None:
     frame AUROC and counts (videos without crops are listed). With --calibrate, also picks the stream's
     verdict thresholds on a validation set at --target-fpr / --target-fnr.
     """
-    from clipguard.config import ModelConfig
     from training.eval_run import EvalOptions, run_evaluation
     from training.evaluate import PrepareSettings
 
@@ -249,7 +281,7 @@ def evaluate_command(sets, test_sets, **opts) -> None:
     model = ModelConfig(**given, device=opts["device"], aggregation=opts["aggregation"])
     source, sampling, faces = crop_configs(opts)
     prepare = PrepareSettings(source=source, sampling=sampling, faces=faces, video_root=opts["video_root"],
-                              workers=opts["prepare_workers"])  # fmt: skip
+                              workers=opts["prepare_workers"], model_dir=opts["model_dir"])  # fmt: skip
 
     run_evaluation(
         EvalOptions(

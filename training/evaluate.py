@@ -5,7 +5,7 @@ labelled video manifest (CSV/JSONL, :mod:`training.data_manifest`), which is
 first prepared with :func:`training.prepare.prepare_videos` into the output
 folder. Crops are read on the driver and scored in batches by a few Ray actors,
 each holding one :class:`~clipguard.model.CropScorer` built exactly as the
-stream's detector builds it (:func:`workers.scorer_actor.detector_config`). A
+stream's scorer builds it (:meth:`~clipguard.model.DetectorConfig.for_stream`). A
 video's score is the mean of its crops' p_fake (:func:`training.eval_metrics.video_scores`).
 
 Videos without crops (no face found, undecodable) cannot be scored; they are
@@ -30,13 +30,12 @@ from ray.util import ActorPool
 from clipguard.aggregation import Aggregation
 from clipguard.config import FacesConfig, ModelConfig, SamplingConfig, SourceConfig
 from clipguard.errors import ClipguardError, ConfigError
-from clipguard.model import CropScorer
+from clipguard.model import CropScorer, DetectorConfig
 from training.crop_dataset import load_crop
 from training.crop_manifest import CROP_COLUMNS, CropRow, VideoOutcome, read_crop_manifest
 from training.data_manifest import read_video_manifest
 from training.eval_metrics import VideoScores, detection_metrics, video_scores
 from training.prepare import prepare_videos
-from workers.scorer_actor import detector_config
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +89,7 @@ class PrepareSettings:
     video_root: Path | None = None  # None: each manifest's own folder
     workers: int = 2
     cpus_per_worker: float = 1.0
+    model_dir: Path | None = None  # where the face detector is looked up (None: $CLIPGUARD_MODEL_DIR, ./models)
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,7 @@ def load_set(
             workers=prepare.workers,
             cpus_per_worker=prepare.cpus_per_worker,
             on_video=on_video,
+            model_dir=prepare.model_dir,
         )
         kind, crops_csv, selected = "videos", summary.crops_csv, {r.video_id for r in records}
     rows = [r for r in read_crop_manifest(crops_csv) if split == ALL or r.split == split]
@@ -185,7 +186,7 @@ class BatchScorer:
         self.scorer: CropScorer | None = None
         self.error: ClipguardError | None = None
         try:
-            self.scorer = CropScorer.from_config(detector_config(model, batch_size), model.checkpoint)
+            self.scorer = CropScorer.from_config(DetectorConfig.for_stream(model, batch_size), model.checkpoint)
         except ClipguardError as exc:
             self.error = exc
 

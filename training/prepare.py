@@ -28,6 +28,7 @@ from ray.util import ActorPool
 from clipguard.config import FacesConfig, SamplingConfig, SourceConfig
 from clipguard.contracts import VideoJob
 from clipguard.errors import ClipguardError
+from clipguard.model_files import find_model_file
 from training.crop_manifest import CropStore, EncodedCrop, VideoOutcome
 from training.data_manifest import VideoRecord
 from workers.face_cropper import FaceCropper
@@ -120,6 +121,7 @@ def prepare_videos(
     gpus_per_worker: float = 0.0,
     retry_skipped: bool = False,
     on_video: Callable[[VideoOutcome], None] | None = None,
+    model_dir: Path | None = None,
 ) -> PrepareSummary:
     """Prepare every video without a done-marker on a pool of Ray actors (Ray must be initialised).
 
@@ -131,10 +133,15 @@ def prepare_videos(
         cpus_per_worker, gpus_per_worker: Ray resources of each actor.
         retry_skipped: also redo videos recorded as skipped by an earlier run.
         on_video: called on the driver after each video is written (progress).
+        model_dir: the model directory the face detector is looked up in (None: ``$CLIPGUARD_MODEL_DIR``,
+            then ``./models``); resolved here, on the driver, so actors on any node get a path.
 
     Returns:
         The run's counts; ``crops_csv`` is the crop manifest for training.
     """
+    detector = find_model_file(faces.detector_path, what="SCRFD face detector", setting="--detector-path",
+                               configured_dir=model_dir)  # fmt: skip
+    faces = faces.model_copy(update={"detector_path": detector})
     store = CropStore(out_dir)
     by_id = {r.video_id: r for r in records}
     todo = [r for r in records if not store.is_done(r.video_id, retry_skipped=retry_skipped)]

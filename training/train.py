@@ -22,31 +22,23 @@ storage path and name: Ray Train 2.60 restores a run from its storage folder;
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:
-    # `python training/train.py` puts training/ itself first on sys.path, where metrics.py,
-    # export.py... would shadow top-level modules; import the package from the repo root instead.
-    _HERE = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-    sys.path.insert(0, str(_HERE.parent))
+import ray
+from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-
-import ray  # noqa: E402
-from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig  # noqa: E402
-from ray.train.torch import TorchTrainer  # noqa: E402
-
-from clipguard.errors import ClipguardError, ConfigError  # noqa: E402
-from training.crop_dataset import load_splits  # noqa: E402
-from training.export import export_best  # noqa: E402
-from training.train_config import SELECTION_METRIC, TrainConfig, load_train_config  # noqa: E402
-from training.train_loop import train_loop_per_worker  # noqa: E402
+from clipguard.cli_main import run_click_command
+from clipguard.errors import ConfigError
+from training.crop_dataset import load_splits
+from training.export import export_best
+from training.train_config import SELECTION_METRIC, TrainConfig, load_train_config
+from training.train_loop import train_loop_per_worker
 
 logger = logging.getLogger("training.train")
 
@@ -153,34 +145,11 @@ def train_and_export(
     return exported, metrics
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, help="YAML config (training/configs/*.yaml); default: built-in defaults")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.FIELD=VALUE",
-        help="override one field, e.g. --set optim.lr=1e-3 (repeatable)",
-    )
-    parser.add_argument("--resume", action="store_true", help="continue the run of the same storage path and name")
-    parser.add_argument("--ray-address", default=None, help="Ray cluster to use (default: RAY_ADDRESS or local)")
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        exported, metrics = train_and_export(
-            args.config, args.overrides, resume=args.resume, ray_address=args.ray_address
-        )
-    except ClipguardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"exported {exported} (epoch {metrics.get('epoch')}, {SELECTION_METRIC} {metrics[SELECTION_METRIC]:.4f})")
-    return 0
+    """``python training/train.py ARGS`` runs ``clipguard train ARGS``: one set of flags, in training/cli.py."""
+    from training.cli import train_command
+
+    return run_click_command(train_command, argv, prog_name="training/train.py")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """The training configuration: one frozen pydantic model, loaded from one YAML file plus overrides.
 
+Its sections share the stream's base (:class:`clipguard.config.Section`), and its
+``model`` section is :class:`clipguard.config.TowerConfig` itself: the tower, weights
+and init seed are defined once for training, serving and the detector.
+
 Precedence (last wins): field defaults here < the YAML file given by ``--config``
 < ``--set section.field=value`` overrides. There is no merging of several YAML
 files and no inheritance between them: each preset file in ``training/configs/``
@@ -18,8 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from clipguard.config import Precision, Section, TowerConfig, validation_problems
 from clipguard.errors import ConfigError
 from training.losses import LossWeights, loss_weights
 
@@ -27,20 +32,7 @@ Preset = Literal["paper", "gend", "ce-only"]
 SELECTION_METRIC = "val_video_map"  # checkpoints are kept and exported by this validation metric (METHOD.md §6)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ModelSection(_Section):
-    arch: str = Field("ViT-L-14", description="open_clip ViT config name")
-    pretrained: str = Field("openai", description="open_clip tag, local full-CLIP weights file, or 'none' (random)")
-    quick_gelu: bool = Field(True, description="OpenAI CLIP weights need QuickGELU")
-    # Seed of the random init (the head; the whole tower with pretrained='none'). Serving rebuilds
-    # the base with DetectorConfig.init_seed (default 0), and a checkpoint only loads onto the same base.
-    init_seed: int = 0
-
-
-class DataSection(_Section):
+class DataSection(Section):
     crops: Path = Field(Path("data/crops/crops.csv"), description="crop manifest written by `clipguard prepare`")
     train_split: str = "train"
     val_split: str = Field("val", description="checkpoints are selected on this split; never 'test'")
@@ -52,7 +44,7 @@ class DataSection(_Section):
     )
 
 
-class LossSection(_Section):
+class LossSection(Section):
     preset: Preset = Field("paper", description="loss weights and slerp (METHOD.md §3): paper | gend | ce-only")
     # None keeps the preset's value; a number replaces it (recorded as such in the checkpoint).
     ce: float | None = None
@@ -69,7 +61,7 @@ class LossSection(_Section):
         return loss_weights(self.preset, **overrides)
 
 
-class AugmentSection(_Section):
+class AugmentSection(Section):
     """Train augmentations on the 256 uint8 crop, before CLIP preprocessing (METHOD.md §7)."""
 
     enabled: bool = True
@@ -96,7 +88,7 @@ class AugmentSection(_Section):
         return self
 
 
-class OptimSection(_Section):
+class OptimSection(Section):
     epochs: int = Field(10, ge=1)
     # cosine: per step from lr down to lr_min over the run (reference example).
     # gend: linear warm-up warmup_lr -> lr for warmup_epochs, then cosine warm restarts
@@ -118,7 +110,7 @@ class OptimSection(_Section):
         return self
 
 
-class RunSection(_Section):
+class RunSection(Section):
     name: str = Field("clipguard-detector", pattern=r"^[A-Za-z0-9_.-]+$", description="Ray Train run name")
     storage_path: Path = Field(Path("runs"), description="local or shared folder for checkpoints and logs")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks)")
@@ -127,12 +119,12 @@ class RunSection(_Section):
     max_failures: int = Field(1, ge=-1, description="worker-group restarts from the latest checkpoint")
     num_to_keep: int = Field(2, ge=1, description="checkpoints kept, ranked by val_video_map")
     seed: int = Field(0, description="seeds data order, augmentation and slerp draws (per epoch and rank)")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, else fp32")
+    precision: Precision = Field("auto", description="auto: bf16 autocast on CUDA, else fp32")
     export_dir: Path | None = Field(None, description="best checkpoint export; None: <storage_path>/<name>/export")
     tensorboard: bool = Field(False, description="also write TensorBoard events (needs the tensorboard package)")
 
 
-class FaultSection(_Section):
+class FaultSection(Section):
     """Test-only fault injection: rank ``rank`` exits once at the start of ``epoch``."""
 
     rank: int | None = None
@@ -153,8 +145,8 @@ class FaultSection(_Section):
         return self.rank is not None
 
 
-class TrainConfig(_Section):
-    model: ModelSection = ModelSection()
+class TrainConfig(Section):
+    model: TowerConfig = TowerConfig()
     data: DataSection = DataSection()
     loss: LossSection = LossSection()
     augment: AugmentSection = AugmentSection()
@@ -222,8 +214,7 @@ def build_train_config(data: dict[str, Any], where: str = "config") -> TrainConf
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        msg = f"{where}: {problems}"
+        msg = f"{where}: {validation_problems(exc)}"
         raise ConfigError(msg) from exc
 
 

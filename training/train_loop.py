@@ -114,11 +114,7 @@ def _checkpoint_dir() -> Iterator[Path | None]:
 
 def _build(cfg: TrainConfig, rank: int) -> tuple[Detector, TrainForward, nn.Module, torch.optim.Optimizer, TrainState]:
     """Detector, training forward (DDP-wrapped), optimiser, and where to start (resumed if a checkpoint exists)."""
-    model_cfg = cfg.model
-    detector = build_detector(
-        DetectorConfig(arch=model_cfg.arch, pretrained=model_cfg.pretrained, quick_gelu=model_cfg.quick_gelu,
-                       init_seed=model_cfg.init_seed)
-    )  # fmt: skip
+    detector = build_detector(DetectorConfig(**cfg.model.model_dump()))
     forward = TrainForward(detector, slerp=cfg.loss.weights().slerp, t_range=cfg.loss.slerp_t, seed=cfg.run.seed)
     start = TrainState(epoch=-1, step=0)
     with _checkpoint_dir() as resume_from:

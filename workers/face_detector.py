@@ -32,9 +32,9 @@ import numpy as np
 import onnxruntime
 from insightface.model_zoo.scrfd import SCRFD, distance2bbox, distance2kps
 
-from clipguard.assets import SCRFD_MODEL, asset_path
 from clipguard.config import FacesConfig
 from clipguard.errors import ConfigError, ModelError
+from clipguard.model_files import find_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +79,14 @@ class FaceDetector:
     """SCRFD with thresholds, input size and NMS from :class:`FacesConfig`.
 
     Args:
-        config: The faces section (``detector_path``, ``input_size``,
+        config: The faces section (``detector_path``: a file name in the model
+            directory or a path; ``input_size``,
             ``det_thresh``, ``nms_thresh``).
         providers: onnxruntime providers; default :func:`choose_providers`.
         intra_op_threads: onnxruntime threads per session run (None: its default);
             set it to the CPUs a Ray actor owns.
         batch_size: Frames per ``session.run`` when the model batches.
+        model_dir: the configured model directory (None: ``$CLIPGUARD_MODEL_DIR``, then ``./models``).
     """
 
     def __init__(
@@ -94,11 +96,11 @@ class FaceDetector:
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
         batch_size: int = 8,
+        model_dir: Path | None = None,
     ) -> None:
-        path = Path(config.detector_path) if config.detector_path is not None else asset_path(SCRFD_MODEL)
-        if not path.is_file():
-            msg = f"face detector model not found: {path}"
-            raise ConfigError(msg)
+        path = find_model_file(
+            config.detector_path, what="SCRFD face detector", setting="faces.detector_path", configured_dir=model_dir
+        )
         if batch_size < 1:
             msg = f"batch_size must be >= 1, got {batch_size}"
             raise ConfigError(msg)

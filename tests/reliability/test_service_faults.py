@@ -213,7 +213,7 @@ def test_rebalance_when_a_second_decoder_joins_mid_stream_every_video_gets_one_v
             seen["resized_in_flight"] = totals.in_flight
             topology.resize("decoders", 2)  # the new member's join revokes and reassigns every partition
         if "resized_in_flight" in seen:
-            seen["received"] = {s["decoder"]: s["received"] for s in topology.stats()}
+            seen["received"] = {s.name: s.received for s in topology.stats()}
             joined = len(seen["received"]) == 2 and min(seen["received"].values()) > 0
             if joined and "unfinished_at_join" not in seen:
                 seen["unfinished_at_join"] = published - stored

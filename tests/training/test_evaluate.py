@@ -15,7 +15,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from clipguard.config import ClipguardConfig, FacesConfig, ModelConfig
 from clipguard.errors import CheckpointError, ConfigError
-from clipguard.model import CropScorer, read_manifest
+from clipguard.model import CropScorer, DetectorConfig, read_manifest
 from clipguard.thresholds import resolve_thresholds, thresholds_path_for
 from pipeline.cli import cli
 from tests import video_factory as vf
@@ -31,7 +31,6 @@ from training.eval_run import EvalOptions, write_outputs
 from training.evaluate import set_result
 from training.prepare import encode_png
 from workers.face_detector import FaceDetector
-from workers.scorer_actor import detector_config
 
 TINY = ["--arch", "ViT-Tiny-test", "--pretrained", "none", "--device", "cpu"]
 TINY_MODEL = {"arch": "ViT-Tiny-test", "pretrained": "none"}
@@ -142,7 +141,9 @@ def test_metrics_equal_an_independent_recomputation(evaluated, data):
         assert m["video_tpr_at_fpr_1pct"] == pytest.approx(tpr_at_fpr(y, s, 0.01), abs=1e-12)
         assert m["n_videos"] == len(chosen) and m["n_crops"] == sum(int(r["n_crops"]) for r in chosen)
     # crop scores from the stream's own scorer, in this process: video means and frame AUROC agree
-    scorer = CropScorer.from_config(detector_config(ModelConfig(**TINY_MODEL, device="cpu"), 8), data["checkpoint"])
+    scorer = CropScorer.from_config(
+        DetectorConfig.for_stream(ModelConfig(**TINY_MODEL, device="cpu"), 8), data["checkpoint"]
+    )
     crop_rows = [r for r in read_crop_manifest(data["crops"]) if r.split == "test"]
     p = scorer.score(np.stack([load_crop(data["crops"].parent / r.crop_path) for r in crop_rows]))
     by_id = {r["video_id"]: float(r["p_fake"]) for r in rows if r["test_set"] == "crops"}
@@ -256,11 +257,10 @@ def test_missing_files_and_calibration_without_validation_are_readable_errors(da
 
 def test_checkpoint_for_another_base_tower_fails_with_the_checkpoint_error(data, ray_address, tmp_path):
     """The scoring actor refuses it; the command raises that CheckpointError, not a Ray trace, and frees Ray."""
-    import dataclasses
 
     from clipguard.model import DetectorConfig, PreprocessConfig, build_detector, save_checkpoint
 
-    other_base = build_detector(dataclasses.replace(DetectorConfig(**TINY_MODEL, device="cpu"), init_seed=1))
+    other_base = build_detector(DetectorConfig(**TINY_MODEL, device="cpu").model_copy(update={"init_seed": 1}))
     save_checkpoint(other_base, tmp_path / "foreign", preprocess=PreprocessConfig())
     args = [f"a={data['only_fake']}", "--checkpoint", str(tmp_path / "foreign.safetensors"), *TINY,
             "--out", str(tmp_path / "out"), "--ray-address", ray_address]  # fmt: skip

@@ -61,7 +61,6 @@ from training.train_step import TrainForward, eval_step, train_step
 from workers.face_cropper import FaceCropper
 from workers.face_detector import FaceDetector
 from workers.frame_decoder import FrameDecoder
-from workers.scorer_actor import detector_config
 
 VENV_BIN = Path(sys.executable).parent
 RAY = shutil.which("ray", path=str(VENV_BIN)) or "ray"
@@ -206,7 +205,7 @@ def score_split(scorer: CropScorer, crops_csv: Path, split: str):
 def stream_scorer(checkpoint: Path) -> CropScorer:
     """The stream's detector, built as workers/scorer_actor.py builds it (same random base: init_seed 0)."""
     model_cfg = ModelConfig(arch="ViT-Tiny-test", pretrained="none", checkpoint=checkpoint, device="cpu")
-    return CropScorer.from_config(detector_config(model_cfg, 32), model_cfg.checkpoint)
+    return CropScorer.from_config(DetectorConfig.for_stream(model_cfg, 32), model_cfg.checkpoint)
 
 
 # --- the submitted job ---------------------------------------------------------------------------

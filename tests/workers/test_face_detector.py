@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from clipguard.assets import SCRFD_MODEL, asset_path
+from clipguard.assets import asset_path
 from clipguard.config import FacesConfig
 from clipguard.errors import ConfigError, ModelError
 from tests.video_factory import load_photo
@@ -49,7 +49,7 @@ def test_blank_image_has_no_face(detector):
 def test_rgb_input_matches_insightface_on_bgr(detector, photos):
     import insightface
 
-    raw = insightface.model_zoo.get_model(str(asset_path(SCRFD_MODEL)), providers=[CPU])
+    raw = insightface.model_zoo.get_model(str(asset_path("models/scrfd_2.5g_kps.onnx")), providers=[CPU])
     raw.prepare(ctx_id=-1, input_size=(640, 640), det_thresh=0.5, nms_thresh=0.4)
     boxes, kpss = raw.detect(np.ascontiguousarray(photos["astronaut"][..., ::-1]))
     (face,) = detector.detect(photos["astronaut"])
@@ -71,7 +71,7 @@ def test_shared_model_cannot_batch_and_loops(detector, photos):
 
 def _batchable_copy(path):
     """The shared SCRFD with a dynamic batch dimension: batch dims -> 'N', Reshape [1, -1, k] -> [0, -1, k]."""
-    model = onnx.load(str(asset_path(SCRFD_MODEL)))
+    model = onnx.load(str(asset_path("models/scrfd_2.5g_kps.onnx")))
     for value in [*model.graph.input, *model.graph.output]:
         dim = value.type.tensor_type.shape.dim[0]
         dim.ClearField("dim_value")
@@ -127,6 +127,25 @@ def test_input_size_other_than_fixed_model_input_raises_config_error():
 def test_missing_model_file_raises_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         FaceDetector(FacesConfig(detector_path=tmp_path / "nope.onnx"), providers=[CPU])
+
+
+def test_detector_found_by_name_in_the_model_directory(tmp_path, assets, monkeypatch):
+    (tmp_path / "scrfd_2.5g_kps.onnx").symlink_to(assets / "models" / "scrfd_2.5g_kps.onnx")
+    monkeypatch.setenv("CLIPGUARD_MODEL_DIR", str(tmp_path / "elsewhere"))
+    found = FaceDetector(FacesConfig(), providers=[CPU], model_dir=tmp_path)  # the configured dir wins
+    assert found.path == tmp_path / "scrfd_2.5g_kps.onnx"
+    monkeypatch.setenv("CLIPGUARD_MODEL_DIR", str(tmp_path))
+    assert FaceDetector(FacesConfig(), providers=[CPU]).path == tmp_path / "scrfd_2.5g_kps.onnx"
+
+
+def test_missing_detector_error_names_the_file_setting_and_places(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPGUARD_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        FaceDetector(FacesConfig(detector_path="det_10g.onnx"), providers=[CPU])
+    text = str(info.value)
+    assert "'det_10g.onnx'" in text and "faces.detector_path" in text and "CLIPGUARD_MODEL_DIR" in text
+    assert str(tmp_path / "models" / "det_10g.onnx") in text and str(tmp_path / "det_10g.onnx") in text
 
 
 @pytest.mark.parametrize(

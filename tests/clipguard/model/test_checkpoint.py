@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 
@@ -28,7 +27,7 @@ CONFIG = DetectorConfig(arch="ViT-Tiny-test", pretrained="none")
 
 def base_detector(seed: int = 0, config: DetectorConfig = CONFIG):
     # random init (seeded by the config) stands in for fixed pretrained weights
-    return build_detector(dataclasses.replace(config, init_seed=seed)).eval()
+    return build_detector(config.model_copy(update={"init_seed": seed})).eval()
 
 
 def trained_detector():

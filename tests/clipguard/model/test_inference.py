@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 
@@ -56,7 +55,7 @@ def test_chunking_and_input_layouts_do_not_change_scores(scorer):
     batch = crops(7, seed=1)
     expected = scorer.score(batch)
     torch.manual_seed(0)
-    small = CropScorer(scorer.detector, dataclasses.replace(CONFIG, max_batch_size=3), version="x")
+    small = CropScorer(scorer.detector, CONFIG.model_copy(update={"max_batch_size": 3}), version="x")
     np.testing.assert_allclose(small.score(batch), expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(scorer.score(list(batch)), expected, rtol=0, atol=0)
     np.testing.assert_allclose(scorer.score(torch.from_numpy(batch).permute(0, 3, 1, 2)), expected, rtol=0, atol=0)
