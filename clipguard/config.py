@@ -183,6 +183,15 @@ class AutoscaleConfig(Section):
     scale_down_cooldown_s: float = Field(300.0, ge=0)
 
 
+class LogConfig(Section):
+    """One logging setup for the driver and every actor (clipguard/logging_setup.py)."""
+
+    format: Literal["text", "json"] = Field("text", description="log lines as text or as JSON objects")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    file: Path | None = Field(None, description="also write the driver's log lines to this file")
+    forward_actor_logs: bool = Field(True, description="print actors' log lines on the driver's stderr too")
+
+
 class ThresholdConfig(Section):
     fake: float = Field(0.6, ge=0, le=1, description="p_fake >= this -> 'fake'")
     real: float = Field(0.4, ge=0, le=1, description="p_fake <= this -> 'real'; between -> 'uncertain'")
@@ -220,6 +229,7 @@ class ClipguardConfig(BaseSettings):
     stream: StreamConfig = StreamConfig()
     autoscale: AutoscaleConfig = AutoscaleConfig()
     thresholds: ThresholdConfig = ThresholdConfig()
+    log: LogConfig = LogConfig()
 
     def with_model_files(self) -> ClipguardConfig:
         """This config with its model files found (model directory, then working directory) as absolute paths.

@@ -18,32 +18,38 @@ from pathlib import Path
 import click
 
 from clipguard.cli_main import run_click_command
-from clipguard.config import ClipguardConfig
+from clipguard.config import ClipguardConfig, LogConfig
+from clipguard.logging_setup import configure_logging
 from pipeline.cli_options import build_config, config_options
+
+
+def command_config(options: dict) -> ClipguardConfig:
+    """Flags/env/defaults; the driver's logging set up from its ``log`` section (``-v``: DEBUG)."""
+    cfg = build_config(options)
+    _setup_logging(cfg.log)
+    return cfg
 
 
 def stream_config(options: dict) -> ClipguardConfig:
     """The stream's configuration: flags/env/defaults, model files found, calibrated thresholds where a file applies."""
     from clipguard.thresholds import resolve_thresholds
 
-    return resolve_thresholds(build_config(options).with_model_files())
+    return resolve_thresholds(command_config(options).with_model_files())
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("kafka", "kafka.net", "kafka.cluster", "kafka.coordinator", "kafka.conn"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL if not verbose else logging.INFO)
+def _setup_logging(log: LogConfig) -> None:
+    ctx = click.get_current_context(silent=True)
+    verbose = bool(ctx and ctx.find_root().params.get("verbose"))
+    configure_logging(log.model_copy(update={"level": "DEBUG"}) if verbose else log)
+    if not verbose:  # the client's reconnect chatter says nothing a command's own error does not
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
-@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+@click.option("-v", "--verbose", is_flag=True, help="debug logging (also from third-party libraries)")
 def cli(verbose: bool) -> None:
     """clipguard: streaming deepfake-video moderation (Kafka -> Ray -> Redis)."""
-    _setup_logging(verbose)
+    _setup_logging(LogConfig())
 
 
 def main() -> None:
@@ -114,7 +120,7 @@ def publish(items: tuple[str, ...], uri: str | None, metadata: str | None, creat
     from pipeline.endpoints import client_config
     from pipeline.kafka_publisher import JobPublisher, ensure_topic
 
-    cfg = client_config(build_config(options))
+    cfg = client_config(command_config(options))
     meta = json.loads(metadata) if metadata else None
     if meta is not None and not isinstance(meta, dict):
         msg = "must be a JSON object"
@@ -154,7 +160,7 @@ def verdict(video_id: str, as_json: bool, **options) -> None:
     from pipeline.verdict_format import format_verdict
     from pipeline.verdict_store import VerdictStore
 
-    cfg = client_config(build_config(options))
+    cfg = client_config(command_config(options))
     store = VerdictStore(cfg.redis)
     found = store.get(video_id)
     if found is None:
@@ -172,7 +178,7 @@ def watch(from_start: bool, count: int | None, **options) -> None:
     from pipeline.endpoints import client_config
     from pipeline.verdict_store import VerdictStore
 
-    cfg = client_config(build_config(options))
+    cfg = client_config(command_config(options))
     seen = 0
     try:
         for entry_id, event in VerdictStore(cfg.redis).follow("0" if from_start else "$"):

@@ -68,6 +68,24 @@ class ConsumerStats(LoopStats):
                    detectors_outstanding=detectors_outstanding)  # fmt: skip
 
 
+def log_verdict(verdict: Verdict) -> None:
+    """The one log line per stored verdict: video id, stage, outcome and the time each stage took."""
+    fields = {
+        "video_id": verdict.video_id,
+        "stage": "verdict",
+        "source": str(verdict.source),
+        "status": verdict.status,
+        "label": verdict.label,
+        "p_fake": verdict.p_fake,
+        "error_kind": verdict.error_kind,
+        "model_version": verdict.model_version,
+        "timings_s": {k: round(v, 3) for k, v in verdict.timings_s.items()},
+    }
+    lost = verdict.status == "error" and verdict.error_kind in ("internal", "worker_lost")
+    log.log(logging.WARNING if lost else logging.INFO, "verdict %s", verdict.status,
+            extra={k: v for k, v in fields.items() if v is not None})  # fmt: skip
+
+
 class ConsumeLoop:
     """Runs until :meth:`stop`; then finishes in-flight work (up to a drain timeout) and commits."""
 
@@ -183,6 +201,7 @@ class ConsumeLoop:
             log.error("verdict not stored, offset stays uncommitted (redelivered later): %s", exc)
             return
         self._count(verdict)
+        log_verdict(verdict)
         self.on_verdict(verdict)
         self._finished.append(job.source)
 

@@ -21,6 +21,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from clipguard.config import ClipguardConfig
 from clipguard.contracts import FaceStageResult, SampledFrame, Verdict, VideoJob
 from clipguard.errors import ProcessKilledError
+from clipguard.logging_setup import quiet_third_party
 from clipguard.prometheus import StreamMetrics
 from pipeline.consume_loop import ConsumeLoop, ConsumerStats
 from pipeline.kafka_source import KafkaSource
@@ -35,8 +36,7 @@ log = logging.getLogger(__name__)
 @ray.remote
 class ConsumerActor:
     def __init__(self, cfg: ClipguardConfig, name: str, faces: list, detectors: list, model_version: str) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("kafka").setLevel(logging.WARNING)
+        quiet_third_party()  # format and level come from the job's LoggingConfig (ray.init on the driver)
         self.cfg = cfg
         self.name = name
         self.faces = StageRouter(faces)

@@ -16,19 +16,26 @@ from pathlib import Path
 import click
 
 from clipguard.config import ClipguardConfig
+from clipguard.logging_setup import configure_logging
 from pipeline.kafka_publisher import JobPublisher, ensure_topic
 from pipeline.runner import RunTotals, run_stream
 from pipeline.sample_videos import make_demo_videos
 from pipeline.verdict_format import format_table
 from pipeline.verdict_store import VerdictStore
 
+RAY_SESSION_LOGS = "/tmp/ray/session_latest/logs"  # noqa: S108 - where a local Ray keeps its session
+
 
 def run_demo(cfg: ClipguardConfig, video_dir: Path | None = None) -> None:
     root = (video_dir or Path.home() / ".cache" / "clipguard" / "demo-videos").resolve()
+    # The console carries the demo's own progress and the verdicts; every log line goes to a file.
+    log = cfg.log.model_copy(update={"file": cfg.log.file or root.parent / "demo.log", "forward_actor_logs": False})
+    configure_logging(log, console_level="ERROR")
+    click.echo(f"[demo] full logs: {log.file} (this process); actors: Ray's session logs, {RAY_SESSION_LOGS}")
     click.echo(f"[demo] making sample videos under {root}")
     ids = make_demo_videos(root)
     ids.append("demo/../../etc/passwd")  # an ID that tries to leave the video root
-    cfg = cfg.model_copy(update={"source": cfg.source.model_copy(update={"video_root": root})})
+    cfg = cfg.model_copy(update={"source": cfg.source.model_copy(update={"video_root": root}), "log": log})
     published: list[str] = []
     live_cfg: list[ClipguardConfig] = []
     started = time.monotonic()

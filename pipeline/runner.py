@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from clipguard.assets import REPO_ROOT
 from clipguard.config import ClipguardConfig
+from clipguard.logging_setup import ray_logging_args
 from clipguard.prometheus import StreamMetrics
 from clipguard.ray_connection import ray_connection
 from clipguard.thresholds import resolve_thresholds
@@ -60,10 +61,15 @@ class RunTotals:
 
 
 def ray_init_args(cfg: ClipguardConfig) -> dict:
-    """``ray.init`` arguments: the configured cluster, or a new local instance on loopback."""
+    """``ray.init`` arguments: the configured cluster, or a new local instance on loopback.
+
+    Either way every actor of the job logs with the driver's format and level (``log`` section).
+    """
+    logging_args = ray_logging_args(cfg.log)
     if cfg.ray.address:
-        return {"address": cfg.ray.address, "namespace": cfg.ray.namespace}
+        return {"address": cfg.ray.address, "namespace": cfg.ray.namespace, **logging_args}
     return {
+        **logging_args,
         "address": "local",  # a new local instance, never a stray one found on this machine
         "namespace": cfg.ray.namespace,
         "num_cpus": local_ray_cpus(cfg),

@@ -38,6 +38,12 @@ class Stages:
     worker_errors: tuple[type[BaseException], ...] = ()
 
 
+def _log_stage(job: VideoJob, stage: str, seconds: float, **counts: int) -> None:
+    log.debug("%s done in %.3fs", stage, seconds,
+              extra={"video_id": job.video_id, "stage": stage, "source": str(job.source), "seconds": round(seconds, 3),
+                     **counts})  # fmt: skip
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -62,10 +68,12 @@ async def _run_stages(job: VideoJob, stages: Stages, cfg: ClipguardConfig, model
     frames, source_size = await stages.decode(job)
     t1 = time.perf_counter()
     timings["decode"] = t1 - t0
+    _log_stage(job, "decode", timings["decode"], frames=len(frames))
     faces = await stages.faces(job.video_id, frames, source_size)
     del frames  # the frames are not needed past the face stage
     t2 = time.perf_counter()
     timings["faces"] = t2 - t1
+    _log_stage(job, "faces", timings["faces"], crops=len(faces.crops), faces_found=faces.faces_found)
     common = {
         "video_id": job.video_id,
         "model_version": model_version,
@@ -81,6 +89,7 @@ async def _run_stages(job: VideoJob, stages: Stages, cfg: ClipguardConfig, model
         return Verdict(status="no_face", completed_at=now_iso(), **common)
     p_fake = await stages.score(np.stack([c.image for c in faces.crops]))
     timings["detect"] = time.perf_counter() - t2
+    _log_stage(job, "detect", timings["detect"], crops=len(p_fake))
     scores = tuple(
         CropScore(job.video_id, c.frame_index, c.track_id, c.box, c.det_score, float(p))
         for c, p in zip(faces.crops, p_fake, strict=True)

@@ -12,13 +12,23 @@ Both are plain ``click.Command`` objects; errors are raised as ``ClipguardError`
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from clipguard.config import FacesConfig, ModelConfig, SamplingConfig, SourceConfig, StreamConfig, field_default
+from clipguard.config import (
+    FacesConfig,
+    LogConfig,
+    ModelConfig,
+    SamplingConfig,
+    SourceConfig,
+    StreamConfig,
+    field_default,
+)
 from clipguard.errors import ConfigError
+from clipguard.logging_setup import configure_logging, ray_logging_args
 from clipguard.model_files import MODEL_DIR_ENV
 from training.crop_manifest import VideoOutcome
 
@@ -72,6 +82,33 @@ _CROP_OPTIONS = (
         help="seconds per video",
     ),  # fmt: skip
 )
+
+
+def _choices(model, name: str) -> click.Choice:
+    return click.Choice(typing.get_args(model.model_fields[name].annotation))
+
+
+# The driver's and every actor's log format (the stream's `log` section, same variables).
+_LOG_OPTIONS = (
+    click.option("--log-format", type=_choices(LogConfig, "format"), default=field_default(LogConfig, "format"),
+                 envvar="CLIPGUARD_LOG__FORMAT", show_default=True, help="log lines as text or JSON objects"),
+    click.option("--log-level", type=_choices(LogConfig, "level"), default=field_default(LogConfig, "level"),
+                 envvar="CLIPGUARD_LOG__LEVEL", show_default=True),
+)  # fmt: skip
+
+
+def log_options(command):
+    """Add --log-format and --log-level to a click command."""
+    for option in reversed(_LOG_OPTIONS):
+        command = option(command)
+    return command
+
+
+def command_logging(opts: dict) -> LogConfig:
+    """The log section from the flags :func:`log_options` adds, applied to this process (the driver)."""
+    log = LogConfig(format=opts.pop("log_format"), level=opts.pop("log_level"))
+    configure_logging(log)
+    return log
 
 
 def crop_options(command):
@@ -138,8 +175,10 @@ def echo_video_outcome(outcome: VideoOutcome) -> None:
 @click.option("--gpus-per-worker", default=0.0, show_default=True)
 @click.option("--retry-skipped", is_flag=True, help="redo videos an earlier run recorded as skipped")
 @click.option("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS or a local Ray)")
+@log_options
 def prepare_command(**opts) -> None:
     """Sample frames, crop aligned faces and write a crop manifest, on Ray; re-runs skip finished videos."""
+    log = command_logging(opts)
     from clipguard.ray_connection import ray_connection
     from training.data_manifest import read_video_manifest
     from training.ffpp_layout import scan_ffpp
@@ -159,7 +198,7 @@ def prepare_command(**opts) -> None:
         root = opts["ffpp_root"]
     source, sampling, faces = crop_configs(opts, root.resolve())
 
-    with ray_connection(address=opts["ray_address"]):
+    with ray_connection(address=opts["ray_address"], **ray_logging_args(log)):
         summary = prepare_videos(
             records,
             opts["out_dir"].resolve(),
@@ -192,12 +231,15 @@ def prepare_command(**opts) -> None:
 )
 @click.option("--resume", is_flag=True, help="continue the run of the same storage path and name")
 @click.option("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS or a local Ray)")
-def train_command(config: Path | None, overrides: tuple[str, ...], resume: bool, ray_address: str | None) -> None:
+@log_options
+def train_command(config: Path | None, overrides: tuple[str, ...], resume: bool, ray_address: str | None,
+                  **opts) -> None:  # fmt: skip
     """Train the detector with Ray Train and export the best checkpoint (same code as training/train.py)."""
     from training.train import train_and_export
     from training.train_config import SELECTION_METRIC
 
-    exported, metrics = train_and_export(config, overrides, resume=resume, ray_address=ray_address)
+    log = command_logging(opts)
+    exported, metrics = train_and_export(config, overrides, resume=resume, ray_address=ray_address, log=log)
     click.echo(
         json.dumps(
             {"checkpoint": str(exported), "epoch": metrics.get("epoch"), SELECTION_METRIC: metrics[SELECTION_METRIC]}
@@ -263,6 +305,7 @@ _SPLITS = click.Choice(["all", "train", "val", "test"])
 @click.option("--prepare-workers", default=2, show_default=True, help="video manifests: Ray actors preparing videos")
 @crop_options
 @click.option("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS or a local Ray)")
+@log_options
 def evaluate_command(sets, test_sets, **opts) -> None:
     """Score labelled test sets with a checkpoint (or the base model) on Ray; write metrics, scores and plots.
 
@@ -273,6 +316,7 @@ def evaluate_command(sets, test_sets, **opts) -> None:
     from training.eval_run import EvalOptions, run_evaluation
     from training.evaluate import PrepareSettings
 
+    log = command_logging(opts)
     specs = tuple(sets) + tuple(test_sets)
     if not specs and opts["val_set"] is None:
         msg = "give at least one test set (NAME=PATH or --test-set NAME=PATH)"
@@ -300,6 +344,7 @@ def evaluate_command(sets, test_sets, **opts) -> None:
             target_fpr=opts["target_fpr"],
             target_fnr=opts["target_fnr"],
             ray_address=opts["ray_address"],
+            log=log,
         ),
         echo=click.echo,
         progress=echo_video_outcome,

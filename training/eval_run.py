@@ -17,8 +17,9 @@ from typing import Any
 
 import ray
 
-from clipguard.config import ModelConfig, ThresholdConfig
+from clipguard.config import LogConfig, ModelConfig, ThresholdConfig
 from clipguard.errors import ConfigError
+from clipguard.logging_setup import ray_logging_args
 from clipguard.model.checkpoint import read_manifest
 from clipguard.ray_connection import ray_connection
 from clipguard.thresholds import (
@@ -53,6 +54,7 @@ class EvalOptions:
     target_fpr: float = 0.01
     target_fnr: float | None = None
     ray_address: str | None = None
+    log: LogConfig = LogConfig()  # the driver's and the scoring actors' log format
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def run_evaluation(opts: EvalOptions, echo: Callable[[str], None], progress: Cal
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     if opts.model.checkpoint is not None:
         read_manifest(opts.model.checkpoint)  # a missing or broken checkpoint fails before Ray starts
-    with ray_connection(address=opts.ray_address):
+    with ray_connection(address=opts.ray_address, **ray_logging_args(opts.log)):
         prepared_root = opts.out_dir / "prepared"
         loaded = [load_set(s, opts.split, prepared_root, opts.prepare, progress) for s in opts.sets]
         val_loaded = None

@@ -30,6 +30,7 @@ from ray.util import ActorPool
 from clipguard.aggregation import Aggregation
 from clipguard.config import FacesConfig, ModelConfig, SamplingConfig, SourceConfig
 from clipguard.errors import ClipguardError, ConfigError
+from clipguard.logging_setup import quiet_third_party
 from clipguard.model import CropScorer, DetectorConfig
 from training.crop_dataset import load_crop
 from training.crop_manifest import CROP_COLUMNS, CropRow, VideoOutcome, read_crop_manifest
@@ -182,7 +183,7 @@ class BatchScorer:
     """
 
     def __init__(self, model: ModelConfig, batch_size: int) -> None:
-        logging.basicConfig(level=logging.INFO)
+        quiet_third_party()  # format and level come from the job's LoggingConfig (ray.init on the driver)
         self.scorer: CropScorer | None = None
         self.error: ClipguardError | None = None
         try:

@@ -29,12 +29,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import ray
 from ray.train import CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from clipguard.cli_main import run_click_command
+from clipguard.config import LogConfig
 from clipguard.errors import ConfigError
+from clipguard.logging_setup import configure_logging, ray_logging_args
+from clipguard.ray_connection import ray_connection
 from training.crop_dataset import load_splits
 from training.export import export_best
 from training.train_config import SELECTION_METRIC, TrainConfig, load_train_config
@@ -121,7 +123,12 @@ def run_training(cfg: TrainConfig, *, resume: bool = False) -> Result:
 
 
 def train_and_export(
-    config: Path | None, overrides: Sequence[str] = (), *, resume: bool = False, ray_address: str | None = None
+    config: Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    resume: bool = False,
+    ray_address: str | None = None,
+    log: LogConfig | None = None,
 ) -> tuple[Path, dict]:
     """Load the config, train on Ray, export the best checkpoint; what ``train.py`` and ``clipguard train`` run.
 
@@ -131,9 +138,9 @@ def train_and_export(
     cfg = with_absolute_paths(load_train_config(config, overrides))
     check_run_dir(cfg, resume=resume)  # both before Ray starts: a wrong path fails in a second
     check_data(cfg)
-    if not ray.is_initialized():
-        ray.init(address=ray_address)  # None: RAY_ADDRESS (set inside `ray job submit`) or a local Ray
-    result = run_training(cfg, resume=resume)
+    # address None: RAY_ADDRESS (set inside `ray job submit`) or a local Ray; workers log like this driver.
+    with ray_connection(address=ray_address, **ray_logging_args(log or LogConfig())):
+        result = run_training(cfg, resume=resume)
     exported, metrics = export_best(result.best_checkpoints or [], cfg.export_dir)
     logger.info(
         "best checkpoint (epoch %s, %s %.4f) exported to %s",
@@ -149,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python training/train.py ARGS`` runs ``clipguard train ARGS``: one set of flags, in training/cli.py."""
     from training.cli import train_command
 
+    configure_logging(LogConfig())  # until the command applies its --log-format/--log-level
     return run_click_command(train_command, argv, prog_name="training/train.py")
 
 

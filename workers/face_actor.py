@@ -6,20 +6,20 @@ holds the ONNX session. Ray queues calls; consumers bound how many are queued.
 
 from __future__ import annotations
 
-import logging
 import os
 
 import ray
 
 from clipguard.config import FacesConfig
 from clipguard.contracts import FaceStageResult, SampledFrame
+from clipguard.logging_setup import quiet_third_party
 from workers.face_cropper import FaceCropper
 
 
 @ray.remote
 class FaceActor:
     def __init__(self, faces_cfg: FacesConfig) -> None:
-        logging.basicConfig(level=logging.INFO)
+        quiet_third_party()  # format and level come from the job's LoggingConfig (ray.init on the driver)
         self.cropper = FaceCropper(faces_cfg)
 
     def crop(self, video_id: str, frames: list[SampledFrame], source_size: tuple[int, int] | None) -> FaceStageResult:

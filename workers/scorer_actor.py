@@ -15,6 +15,7 @@ import numpy as np
 import ray
 
 from clipguard.config import ModelConfig
+from clipguard.logging_setup import quiet_third_party
 from clipguard.model import CropScorer, DetectorConfig
 from clipguard.prometheus import StreamMetrics
 from workers.crop_batcher import BatchReport, CropBatcher
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 @ray.remote
 class ScorerActor:
     def __init__(self, model_cfg: ModelConfig, batch_size: int, batch_wait_ms: int) -> None:
-        logging.basicConfig(level=logging.INFO)
+        quiet_third_party()  # format and level come from the job's LoggingConfig (ray.init on the driver)
         self.scorer = CropScorer.from_config(DetectorConfig.for_stream(model_cfg, batch_size), model_cfg.checkpoint)
         self.metrics = StreamMetrics.create()
         self.batcher = CropBatcher(self.scorer.score, batch_size, batch_wait_ms / 1000, on_batch=self._observe)

@@ -19,7 +19,7 @@ from clipguard.model import CropScorer, DetectorConfig, read_manifest
 from clipguard.thresholds import resolve_thresholds, thresholds_path_for
 from pipeline.cli import cli
 from tests import video_factory as vf
-from tests.pipeline.test_calibrated_thresholds import save_tiny_checkpoint
+from tests.clipguard.test_thresholds import save_tiny_checkpoint
 from tests.training.face_swap import VideoSpec, portrait, write_video_set
 from training.calibration import calibrate_thresholds
 from training.cli import evaluate_command
