@@ -1,4 +1,4 @@
-"""From crop scores to a video verdict (METHOD.md §6), free of Ray/Redis.
+"""From crop scores to a video verdict (docs/method.md §6), free of Ray/Redis.
 
 Video p_fake = mean (or median) of crop probabilities, never of logits. Each
 face track gets its own score so a verdict can say which person looks fake.

@@ -69,7 +69,7 @@ class SampledFrame:
 
 @dataclass(frozen=True)
 class FaceCrop:
-    """An aligned face crop record (METHOD.md §5): 256x256x3 uint8 RGB.
+    """An aligned face crop record (docs/method.md §5): 256x256x3 uint8 RGB.
 
     ``box`` is (x1, y1, x2, y2) in the coordinates of the original video frame;
     ``landmarks`` are the 5 detector keypoints there (eyes, nose, mouth corners).

@@ -1,4 +1,4 @@
-"""Train augmentations of the 256x256 uint8 face crop, before CLIP preprocessing (METHOD.md §7).
+"""Train augmentations of the 256x256 uint8 face crop, before CLIP preprocessing (docs/method.md §7).
 
 Order: horizontal flip -> affine (rotation, translation, scale) -> Gaussian blur
 (with probability ``blur_p``) -> brightness/contrast jitter -> JPEG re-encoding.

@@ -1,4 +1,4 @@
-"""Detection metrics (METHOD.md §6): pure functions of labels and scores, shared by training and evaluation.
+"""Detection metrics (docs/method.md §6): pure functions of labels and scores, shared by training and evaluation.
 
 Labels: 1 = fake (the positive class), 0 = real. Scores: p_fake. A video's
 score is the mean (or median) of its crops' p_fake, computed by

@@ -1,4 +1,4 @@
-"""Training losses on unit embeddings (METHOD.md §3): CE + label-aware alignment + uniformity.
+"""Training losses on unit embeddings (docs/method.md §3): CE + label-aware alignment + uniformity.
 
 Alignment and uniformity follow Wang & Isola, "Understanding Contrastive
 Representation Learning through Alignment and Uniformity" (arXiv 2005.10242),

@@ -1,4 +1,4 @@
-"""Learning-rate schedules as pure functions of the optimiser step (METHOD.md §7).
+"""Learning-rate schedules as pure functions of the optimiser step (docs/method.md §7).
 
 The schedule's whole state is the step count, so resuming a run restores the
 learning rate exactly by restoring the step.

@@ -1,4 +1,4 @@
-"""Slerp latent augmentation within each class (METHOD.md §4), training only.
+"""Slerp latent augmentation within each class (docs/method.md §4), training only.
 
 Each unit embedding is replaced by a point on the great circle towards a random
 embedding of the same class; batch size and labels are unchanged, and the losses

@@ -29,7 +29,7 @@ from clipguard.errors import ConfigError
 from training.losses import LossWeights, loss_weights
 
 Preset = Literal["paper", "gend", "ce-only"]
-SELECTION_METRIC = "val_video_map"  # checkpoints are kept and exported by this validation metric (METHOD.md §6)
+SELECTION_METRIC = "val_video_map"  # checkpoints are kept and exported by this validation metric (docs/method.md §6)
 
 
 class DataSection(Section):
@@ -45,7 +45,7 @@ class DataSection(Section):
 
 
 class LossSection(Section):
-    preset: Preset = Field("paper", description="loss weights and slerp (METHOD.md §3): paper | gend | ce-only")
+    preset: Preset = Field("paper", description="loss weights and slerp (docs/method.md §3): paper | gend | ce-only")
     # None keeps the preset's value; a number replaces it (recorded as such in the checkpoint).
     ce: float | None = None
     unif: float | None = None
@@ -62,7 +62,7 @@ class LossSection(Section):
 
 
 class AugmentSection(Section):
-    """Train augmentations on the 256 uint8 crop, before CLIP preprocessing (METHOD.md §7)."""
+    """Train augmentations on the 256 uint8 crop, before CLIP preprocessing (docs/method.md §7)."""
 
     enabled: bool = True
     hflip_p: float = Field(0.5, ge=0, le=1)

@@ -3,7 +3,7 @@
 The training forward is a small module, :class:`TrainForward`, so that DDP
 wraps the whole graph (features -> unit z -> slerp -> head) and syncs every
 gradient: slerp sits between the L2 normalisation and the linear head, and the
-losses and head see the augmented embeddings (METHOD.md §3-4).
+losses and head see the augmented embeddings (docs/method.md §3-4).
 
 A NaN or infinite loss never reaches the optimiser: the step is skipped on
 every rank (the ranks agree first, otherwise DDP's gradient all-reduce would

@@ -1,4 +1,4 @@
-"""5-point face alignment (METHOD.md §5): a pure function of an image and its landmarks.
+"""5-point face alignment (docs/method.md §5): a pure function of an image and its landmarks.
 
 The destination is the ArcFace template (112x112 positions shifted +8 in x, so
 defined on a 128x128 canvas), scaled to the crop size, then zoomed out around

@@ -6,7 +6,7 @@ This is the plain class the Ray face actor wraps. Per video:
 * the per-frame policy keeps the largest face (``largest``, the paper's
   protocol) or up to ``max_faces_per_frame`` faces by detection score (``all``,
   the moderation default);
-* each kept face is aligned to a ``crop_size`` crop (METHOD.md §5) and gets a
+* each kept face is aligned to a ``crop_size`` crop (docs/method.md §5) and gets a
   track id from a per-video IoU tracker;
 * frames without a face are counted, never an error; a video without any face
   yields zero crops, which the stream reports as a ``no_face`` verdict.

@@ -2,7 +2,7 @@
 
 Two modes (``SamplingConfig.mode``):
 
-* ``uniform`` (paper, METHOD.md §5): ``np.linspace(0, n_frames - 1, N).astype(int)``,
+* ``uniform`` (paper, docs/method.md §5): ``np.linspace(0, n_frames - 1, N).astype(int)``,
   i.e. N evenly spread indices rounded down, first and last frame included.
 * ``fps``: one frame every ``1 / fps`` seconds from the start (a stride in
   frames), for long videos where a fixed time resolution matters more than a

@@ -1,6 +1,6 @@
 """Convert the authors' Hugging Face CLIP-vision checkpoints to clipguard's format.
 
-The authors publish their detector in the ``transformers`` CLIP layout (METHOD.md §9),
+The authors publish their detector in the ``transformers`` CLIP layout (docs/method.md §9),
 e.g. the GenD model: ``feature_extractor.vision_model.*`` for the tower,
 ``feature_extractor.visual_projection.weight`` (unused here) and the head as
 ``model.linear.{weight,bias}`` ([2, D] and [2]). A plain ``CLIPVisionModel`` has
@@ -238,7 +238,9 @@ def _check_hf_config(config: dict[str, Any] | None) -> None:
         return
     head = config.get("head")
     if head is not None and head != "LinearNorm":
-        msg = f"checkpoint head type {head!r} does not L2-normalise its input; clipguard's head does (METHOD.md §1)"
+        msg = (
+            f"checkpoint head type {head!r} does not L2-normalise its input; clipguard's head does (docs/method.md §1)"
+        )
         raise CheckpointError(msg)
     vision = config.get("vision_config", config)
     act = vision.get("hidden_act")

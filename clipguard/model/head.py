@@ -1,4 +1,4 @@
-"""The classification head: L2-normalise the feature, then one linear layer (METHOD.md §1)."""
+"""The classification head: L2-normalise the feature, then one linear layer (docs/method.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Score face crops: load the detector once, then p_fake per crop (METHOD.md §1-2).
+"""Score face crops: load the detector once, then p_fake per crop (docs/method.md §1-2).
 
 This is what the stream's detector actor holds. It imports nothing from
 training-only code (losses, slerp, data, Ray Train).

@@ -1,4 +1,4 @@
-"""LN-tuning: which parameters train (METHOD.md §1), decided by one name predicate.
+"""LN-tuning: which parameters train (docs/method.md §1), decided by one name predicate.
 
 Trainable = the weight and bias of every LayerNorm of the visual tower, plus the
 head. Everything else is frozen. The same predicate decides what a checkpoint

@@ -1,4 +1,4 @@
-"""CLIP preprocessing of face crops as one batched tensor op (METHOD.md §2).
+"""CLIP preprocessing of face crops as one batched tensor op (docs/method.md §2).
 
 Same steps as open_clip's eval transform (PIL): resize the shorter side to 224
 with antialiased bicubic, round to uint8 levels as PIL does, centre crop 224,

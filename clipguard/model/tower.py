@@ -1,6 +1,6 @@
 """Build the CLIP visual tower through open_clip, keeping only what the detector uses.
 
-The feature is the CLS token after ``ln_post`` (1024-d for ViT-L/14, METHOD.md §1).
+The feature is the CLS token after ``ln_post`` (1024-d for ViT-L/14, docs/method.md §1).
 open_clip's ViT applies ``proj`` only when it is set, so ``proj = None`` gives that
 feature without touching ``forward``. The text tower is dropped right after the
 build so only the visual tower stays in memory.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.deploy.kube import REPO_ROOT
 
-METRICS_MODULE = REPO_ROOT / "pipeline" / "metrics.py"
+METRICS_MODULE = REPO_ROOT / "clipguard" / "prometheus.py"
 RAY_NODE_METRICS = {"ray_node_gpus_utilization": "node_gpus_utilization", "ray_node_gram_used": "node_gram_used"}
 
 # Grafana's built-in variables, replaced by something PromQL accepts before parsing.

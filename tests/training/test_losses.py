@@ -1,4 +1,4 @@
-"""Losses against brute-force float64 double loops (METHOD.md §3), edge cases and presets."""
+"""Losses against brute-force float64 double loops (docs/method.md §3), edge cases and presets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Slerp latent augmentation (METHOD.md §4)."""
+"""Slerp latent augmentation (docs/method.md §4)."""
 
 from __future__ import annotations
 

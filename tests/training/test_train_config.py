@@ -1,4 +1,4 @@
-"""The training config: presets as METHOD.md says, misspelt keys refused, typed --set overrides."""
+"""The training config: presets as docs/method.md says, misspelt keys refused, typed --set overrides."""
 
 from __future__ import annotations
 

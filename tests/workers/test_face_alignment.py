@@ -1,4 +1,4 @@
-"""5-point similarity alignment (METHOD.md §5), pure: no model needed."""
+"""5-point similarity alignment (docs/method.md §5), pure: no model needed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The tower builder and LN-tuning counts (METHOD.md §1), on the real ViT-L-14 and on tiny towers."""
+"""The tower builder and LN-tuning counts (docs/method.md §1), on the real ViT-L-14 and on tiny towers."""
 
 from __future__ import annotations
 

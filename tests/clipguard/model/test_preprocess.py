@@ -1,4 +1,4 @@
-"""Batched CLIP preprocessing against open_clip's own PIL eval transform (METHOD.md §2)."""
+"""Batched CLIP preprocessing against open_clip's own PIL eval transform (docs/method.md §2)."""
 
 from __future__ import annotations
 
