@@ -58,7 +58,7 @@ def find_model_file(name: str | Path, *, what: str, setting: str, configured_dir
     looked = candidates(name, configured_dir)
     for path in looked:
         if path.is_file():
-            return path.resolve()
+            return path.absolute()
     where = ", ".join(str(p) for p in looked)
     directory = model_dir(configured_dir)
     msg = (
@@ -86,5 +86,5 @@ def find_checkpoint(checkpoint: Path, configured_dir: Path | None = None) -> Pat
         return checkpoint
     for path in candidates(checkpoint, configured_dir):
         if any(Path(f"{path}{suffix}").is_file() for suffix in ("", ".safetensors", ".manifest.json")):
-            return path.resolve()
-    return checkpoint.resolve()
+            return path.absolute()
+    return checkpoint.absolute()
