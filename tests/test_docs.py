@@ -27,3 +27,15 @@ def test_every_method_citation_names_an_existing_section():
                 assert not missing, f"{name} cites docs/method.md §{sorted(missing)}, which it does not have"
                 cited += 1
     assert cited >= 20  # the model, losses, slerp, faces and metrics code all cite it
+
+
+def test_readme_layout_table_names_every_module():
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout") :]
+    missing = [
+        f"{package}/{path.name}"
+        for package in ("clipguard", "workers", "pipeline", "training")
+        for path in sorted((REPO_ROOT / package).glob("*.py"))
+        if path.name != "__init__.py" and f"`{path.name}`" not in layout
+    ]
+    assert not missing, f"README's layout table does not name {missing}"
