@@ -21,6 +21,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from clipguard.errors import ConfigError
+from clipguard.model.manifest import model_identity, read_manifest
 from clipguard.model_files import MODEL_DIR_ENV, SCRFD_DEFAULT, find_checkpoint, find_model_file, names_a_file
 
 EMBEDDED = "embedded"
@@ -43,6 +45,7 @@ def field_default(model: type[BaseModel], name: str) -> Any:
 
 
 Device = Literal["auto", "cpu", "cuda"]
+Tuning = Literal["ln", "linear-probe", "full"]
 Precision = Literal["auto", "fp32", "bf16"]
 
 
@@ -132,6 +135,14 @@ class TowerConfig(Section):
     # this seed, so every actor, restart and process builds the same model and a checkpoint only loads
     # onto the base it was trained on.
     init_seed: int = Field(0, description="seed of the random init (head; tower with pretrained='none')")
+    # The ablation switches of docs/method.md §8. A checkpoint records both; loading refuses another value,
+    # and a checkpoint given without them explicitly supplies its own (see with_checkpoint_identity).
+    tuning: Tuning = Field(
+        "ln",
+        description="what trains: ln = the tower's LayerNorms + head (the method); linear-probe = the head only "
+        "(frozen CLIP); full = every weight (full fine-tuning; its checkpoint stores the whole tower)",
+    )
+    l2_normalize: bool = Field(True, description="the head sees f/||f|| (the method); false: the raw CLS feature")
 
 
 class InferenceConfig(TowerConfig):
@@ -141,9 +152,69 @@ class InferenceConfig(TowerConfig):
     precision: Precision = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU; bf16 on CPU is refused")
 
 
+# What a checkpoint fixes: given explicitly with other values, the checkpoint is refused before anything loads.
+# model.pretrained and model.init_seed given explicitly win (the same base weights may live in a local file);
+# loading then checks the base tower's fingerprint.
+_FIXED_BY_CHECKPOINT = ("arch", "quick_gelu", "tuning", "l2_normalize")
+
+
 class ModelConfig(InferenceConfig):
-    checkpoint: Path | None = Field(None, description="LN-tuned checkpoint (.safetensors + manifest)")
+    checkpoint: Path | None = Field(
+        None, description="trained checkpoint (.safetensors + manifest); its manifest supplies arch, base weights, "
+        "tuning and l2_normalize unless they are given"
+    )  # fmt: skip
     aggregation: Literal["mean", "median"] = "mean"
+
+    def with_checkpoint_identity(self) -> ModelConfig:
+        """This section with the tower fields its checkpoint's manifest fixes, where they were not given.
+
+        Fields given explicitly (flag, environment, constructor) are kept; ``arch``,
+        ``quick_gelu``, ``tuning`` or ``l2_normalize`` given with a value other than the
+        checkpoint's is an error here, before any weights are built or downloaded.
+        Without a checkpoint, the section itself.
+
+        Raises:
+            CheckpointError: the manifest is missing or unreadable.
+            ConfigError: an explicit setting contradicts the checkpoint.
+        """
+        if self.checkpoint is None:
+            return self
+        manifest = read_manifest(self.checkpoint)
+        identity = model_identity(manifest)
+        given = self.model_fields_set
+        conflicts = [f"model.{k}={getattr(self, k)!r} (the checkpoint's: {identity[k]!r})"
+                     for k in _FIXED_BY_CHECKPOINT if k in given and getattr(self, k) != identity[k]]  # fmt: skip
+        if conflicts:
+            msg = (
+                f"checkpoint {self.checkpoint} was made with other settings than given: {'; '.join(conflicts)}. "
+                "Leave them unset to use the checkpoint's"
+            )
+            raise ConfigError(msg)
+        values = {**{k: v for k, v in identity.items() if k not in given}, **{k: getattr(self, k) for k in given}}
+        try:
+            return type(self)(**values)
+        except ValidationError as exc:
+            msg = (
+                f"checkpoint {self.checkpoint}: its manifest gives an invalid model section: {validation_problems(exc)}"
+            )
+            raise ConfigError(msg) from exc
+
+    def with_model_files(self, model_dir: Path | None = None) -> ModelConfig:
+        """The checkpoint found (model directory, then working directory), its identity applied, base weights found.
+
+        Raises:
+            CheckpointError: the checkpoint's manifest is missing or unreadable.
+            ConfigError: base weights named by file cannot be found, or a setting contradicts the checkpoint.
+        """
+        model = self
+        if model.checkpoint is not None:
+            model = model.model_copy(update={"checkpoint": find_checkpoint(model.checkpoint, model_dir)})
+            model = model.with_checkpoint_identity()
+        if names_a_file(model.pretrained):
+            found = find_model_file(model.pretrained, what="base CLIP weights", setting="model.pretrained",
+                                    configured_dir=model_dir)  # fmt: skip
+            model = model.model_copy(update={"pretrained": str(found)})
+        return model
 
 
 class StreamConfig(Section):
@@ -234,20 +305,16 @@ class ClipguardConfig(BaseSettings):
     def with_model_files(self) -> ClipguardConfig:
         """This config with its model files found (model directory, then working directory) as absolute paths.
 
+        The checkpoint's manifest supplies the model fields not given (:meth:`ModelConfig.with_checkpoint_identity`).
+
         Resolved on the driver, so actors on any node get paths, not names (the model
         directory is the same mount on every node of a cluster).
 
         Raises:
             ConfigError: the SCRFD model, or base weights named by file, cannot be found.
+            CheckpointError: the checkpoint's manifest is missing or unreadable.
         """
         faces = self.faces.model_copy(update={"detector_path": find_model_file(
             self.faces.detector_path, what="SCRFD face detector", setting="faces.detector_path",
             configured_dir=self.model_dir)})  # fmt: skip
-        model = self.model
-        if names_a_file(model.pretrained):
-            found = find_model_file(model.pretrained, what="base CLIP weights", setting="model.pretrained",
-                                    configured_dir=self.model_dir)  # fmt: skip
-            model = model.model_copy(update={"pretrained": str(found)})
-        if model.checkpoint is not None:
-            model = model.model_copy(update={"checkpoint": find_checkpoint(model.checkpoint, self.model_dir)})
-        return self.model_copy(update={"faces": faces, "model": model})
+        return self.model_copy(update={"faces": faces, "model": self.model.with_model_files(self.model_dir)})

@@ -2,12 +2,14 @@
 
 Each training worker reads only its shard: the train split through a
 ``DistributedSampler`` (a fresh permutation per epoch, padded so every rank runs
-the same number of steps, which DDP needs), the validation split as a plain
+the same number of steps, which DDP needs) or, with ``data.sampling=pairs``, through
+GenD's pair sampler (:mod:`training.pair_sampler`); the validation split as a plain
 ``rank::world`` slice (no padding, so no crop is counted twice in the metrics).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +20,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from clipguard.errors import ConfigError
 from training.crop_manifest import CropRow, read_crop_manifest
+from training.pair_sampler import PairBatchSampler, pair_crops
+
+logger = logging.getLogger(__name__)
 
 
 def load_crop(path: Path) -> np.ndarray:
@@ -73,11 +78,35 @@ def load_splits(manifest: Path, train_split: str, val_split: str) -> tuple[list[
 
 
 def train_loader(
-    dataset: CropDataset, *, batch_size: int, rank: int, world: int, seed: int, workers: int
-) -> tuple[DataLoader, DistributedSampler]:
-    """A shuffled, rank-sharded loader; call ``sampler.set_epoch(epoch)`` before each epoch."""
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+    dataset: CropDataset,
+    *,
+    batch_size: int,
+    rank: int,
+    world: int,
+    seed: int,
+    workers: int,
+    sampling: str = "shuffle",
+) -> tuple[DataLoader, DistributedSampler | PairBatchSampler]:
+    """A shuffled, rank-sharded loader; call ``sampler.set_epoch(epoch)`` before each epoch.
+
+    Args:
+        dataset: the train split.
+        batch_size: this rank's batch (with ``pairs``: 2 x the pairs in it).
+        rank, world: this rank and the number of ranks.
+        seed: run seed.
+        workers: DataLoader processes.
+        sampling: ``shuffle`` (every crop once an epoch) or ``pairs`` (GenD's real/fake pairs).
+    """
     # Not persistent: fresh loader processes each epoch take their seeds from the per-epoch torch seed.
+    if sampling == "pairs":
+        pairs = pair_crops(dataset.rows)
+        logger.info("rank %d: %s", rank, pairs.summary())
+        sampler = PairBatchSampler(pairs.pairs, pairs_per_batch=batch_size // 2, rank=rank, world=world, seed=seed)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=workers), sampler
+    if sampling != "shuffle":
+        msg = f"data.sampling must be 'shuffle' or 'pairs', got {sampling!r}"
+        raise ConfigError(msg)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
     return loader, sampler
 

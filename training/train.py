@@ -39,6 +39,7 @@ from clipguard.logging_setup import configure_logging, ray_logging_args
 from clipguard.ray_connection import ray_connection
 from training.crop_dataset import load_splits
 from training.export import export_best
+from training.pair_sampler import pair_crops
 from training.train_config import SELECTION_METRIC, TrainConfig, load_train_config
 from training.train_loop import train_loop_per_worker
 
@@ -93,7 +94,16 @@ def check_data(cfg: TrainConfig) -> None:
     The workers would fail the same way, but only after Ray Train has created the run
     folder and retried ``max_failures`` times, burying the reason in worker tracebacks.
     """
-    load_splits(cfg.data.crops, cfg.data.train_split, cfg.data.val_split)
+    train_rows, _ = load_splits(cfg.data.crops, cfg.data.train_split, cfg.data.val_split)
+    if cfg.data.sampling == "pairs":
+        pairs = pair_crops(train_rows)
+        if not pairs.pairs:
+            msg = (
+                f"data.sampling=pairs: {cfg.data.crops} has no (real, fake) crop pairs of one source video in split "
+                f"{cfg.data.train_split!r} (source_video column); use --set data.sampling=shuffle"
+            )
+            raise ConfigError(msg)
+        logger.info("pair sampling: %s", pairs.summary())
 
 
 def run_training(cfg: TrainConfig, *, resume: bool = False) -> Result:

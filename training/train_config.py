@@ -42,6 +42,11 @@ class DataSection(Section):
     eval_train_every: int = Field(
         0, ge=0, description="also score the train split (no augmentation) every N epochs and at the last; 0 = never"
     )
+    sampling: Literal["shuffle", "pairs"] = Field(
+        "shuffle",
+        description="shuffle: every train crop once an epoch; pairs (GenD): batches of (real, fake) crop pairs "
+        "of one source video (the manifest's source_video), each fake crop once an epoch (training/pair_sampler.py)",
+    )
 
 
 class LossSection(Section):
@@ -164,6 +169,23 @@ class TrainConfig(Section):
             raise ValueError(msg)
         if self.data.batch_size < self.run.num_workers:
             msg = f"data.batch_size ({self.data.batch_size}) < run.num_workers ({self.run.num_workers})"
+            raise ValueError(msg)
+        if self.data.sampling == "pairs" and self.data.batch_size % (2 * self.run.num_workers):
+            msg = (
+                f"data.sampling=pairs needs data.batch_size ({self.data.batch_size}) to be a multiple of "
+                f"2 x run.num_workers ({self.run.num_workers}): every worker's batch is whole (real, fake) pairs"
+            )
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _sphere_needs_l2(self) -> TrainConfig:
+        # Slerp interpolates on the unit sphere (docs/method.md §4): without the L2-normalised head the
+        # head would see slerped unit vectors for some samples and raw features for others.
+        if self.loss.weights().slerp and not self.model.l2_normalize:
+            msg = (
+                "loss.slerp needs model.l2_normalize=true (slerp moves points on the unit sphere): set loss.slerp=false"
+            )
             raise ValueError(msg)
         return self
 

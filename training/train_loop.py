@@ -142,6 +142,7 @@ def _loaders(cfg: TrainConfig, rank: int, world: int) -> tuple[DataLoader, Any, 
         world=world,
         seed=cfg.run.seed,
         workers=workers,
+        sampling=cfg.data.sampling,
     )
     splits = {"val": val_rows, **({"train": train_rows} if cfg.data.eval_train_every else {})}
     evals = {

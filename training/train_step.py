@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from clipguard.errors import ConfigError
 from clipguard.model import PreprocessConfig, clip_preprocess
 from clipguard.model.detector import Detector
 from clipguard.model.head import HeadOutput, p_fake
@@ -30,7 +31,12 @@ logger = logging.getLogger(__name__)
 
 
 class TrainForward(nn.Module):
-    """The detector's training forward: embed, slerp within class (if enabled), classify.
+    """The detector's training forward: features, unit embeddings, slerp within class (if enabled), classify.
+
+    The losses get the unit embeddings z = f/||f|| (docs/method.md §3). The head gets z when
+    the detector L2-normalises (slerp then replaces z, docs/method.md §4), else the raw
+    feature f (the ablation's rows without L2; slerp, an interpolation on the sphere, is
+    refused there by the training config).
 
     Args:
         detector: the LN-tuned detector (its parameters are the ones trained).
@@ -53,10 +59,15 @@ class TrainForward(nn.Module):
         self.generator.manual_seed(seed)
 
     def forward(self, pixels: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
-        z = self.detector.embed(pixels)
+        head = self.detector.head
+        features = self.detector.features(pixels)
+        z = head.embed(features)
         if self.slerp:
+            if not head.l2_normalize:
+                msg = "slerp needs the L2-normalised head (docs/method.md §4); set model.l2_normalize=true or slerp off"
+                raise ConfigError(msg)
             z = slerp_within_class(z, labels, self.generator, self.t_range)
-        return HeadOutput(logits=self.detector.head.classify(z), embeddings=z)
+        return HeadOutput(logits=head.classify(z if head.l2_normalize else features.float()), embeddings=z)
 
 
 @dataclass(frozen=True)

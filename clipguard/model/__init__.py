@@ -21,18 +21,19 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "clipguard.model.checkpoint": (
-        "CheckpointManifest",
-        "load_checkpoint",
-        "read_manifest",
-        "save_checkpoint",
-        "untrained_version",
-    ),
+    "clipguard.model.checkpoint": ("load_checkpoint", "save_checkpoint", "untrained_version"),
+    "clipguard.model.manifest": ("CheckpointManifest", "read_manifest"),
     "clipguard.model.config": ("CLIP_MEAN", "CLIP_STD", "DetectorConfig", "PreprocessConfig"),
     "clipguard.model.detector": ("Detector", "build_detector"),
     "clipguard.model.head": ("HeadOutput", "NormLinearHead", "p_fake"),
     "clipguard.model.inference": ("CropScorer", "resolve_autocast_dtype", "resolve_device"),
-    "clipguard.model.lntuning": ("ParamCounts", "apply_ln_tuning", "count_parameters", "is_layernorm_param"),
+    "clipguard.model.lntuning": (
+        "ParamCounts",
+        "apply_ln_tuning",
+        "apply_tuning",
+        "count_parameters",
+        "is_layernorm_param",
+    ),
     "clipguard.model.preprocess": ("as_uint8_nchw", "clip_preprocess"),
     "clipguard.model.tower": ("Tower", "build_visual_tower"),
 }

@@ -2,28 +2,30 @@
 
 A checkpoint is two files side by side::
 
-    <name>.safetensors     only the LN-tuned tensors (tower LayerNorms + head), fp32
-    <name>.manifest.json   CheckpointManifest: arch, base tower identity, loss weights,
-                           metrics, training config, preprocessing, SHA-256 of the weights
+    <name>.safetensors     the trained tensors only, fp32: what the manifest's ``tuning`` trains
+                           (ln: tower LayerNorms + head; linear-probe: the head; full: every tensor)
+    <name>.manifest.json   CheckpointManifest (clipguard/model/manifest.py): arch, base tower identity,
+                           tuning, l2_normalize, loss weights, metrics, training config,
+                           preprocessing, SHA-256 of the weights
 
 Loading refuses (CheckpointError) a weights file whose hash differs from the
-manifest, a manifest for another arch, activation, preprocessing or base tower, and
-any tensor name or shape that is not exactly the detector's trained set. Nothing
-is ever unpickled.
+manifest, a manifest for another arch, activation, tuning, head normalisation,
+preprocessing or base tower, and any tensor name or shape that is not exactly the
+detector's trained set. Nothing is ever unpickled.
 
 The base tower is identified by a fingerprint of its frozen tensors, so a
 checkpoint trained on ``pretrained='openai'`` loads onto the same weights read
-from a local file on an offline cluster, and onto nothing else.
+from a local file on an offline cluster, and onto nothing else. A ``full``
+checkpoint has no frozen tensors: it stores the whole tower and loads onto any
+base of its architecture (``pretrained='none'`` is enough; every parameter is overwritten).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,62 +38,32 @@ from clipguard.errors import CheckpointError
 from clipguard.model.config import PreprocessConfig
 from clipguard.model.detector import Detector
 from clipguard.model.lntuning import frozen_state_dict, trained_state_dict
+from clipguard.model.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_SUFFIX,
+    WEIGHTS_SUFFIX,
+    CheckpointManifest,
+    checkpoint_paths,
+    read_manifest,
+)
 
-FORMAT_VERSION = 1
-WEIGHTS_SUFFIX = ".safetensors"
-MANIFEST_SUFFIX = ".manifest.json"
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_SUFFIX",
+    "WEIGHTS_SUFFIX",
+    "CheckpointManifest",
+    "base_fingerprint",
+    "checkpoint_paths",
+    "checkpoint_version",
+    "load_checkpoint",
+    "read_manifest",
+    "save_checkpoint",
+    "sha256_file",
+    "untrained_version",
+]
+
 _HASH_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class CheckpointManifest:
-    """Everything needed to trust and reproduce a checkpoint; serialised as JSON."""
-
-    format_version: int
-    version: str  # clipguard-<arch>-<first 12 hex of weights_sha256>; verdicts record it
-    arch: str
-    base_source: str  # where the base tower came from: an open_clip tag, 'file:<name>' or 'none'
-    base_fingerprint: str  # SHA-256 over the frozen tower tensors (names, dtypes, shapes, bytes)
-    quick_gelu: bool
-    preprocess: dict[str, Any]  # PreprocessConfig.to_dict()
-    tensors: dict[str, list[int]]  # name -> shape of every stored tensor
-    weights_file: str  # file name of the safetensors file, next to the manifest
-    weights_sha256: str
-    preset: str = "custom"  # loss preset name (paper, gend, ce-only) or 'custom'
-    loss_weights: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    training_config: dict[str, Any] = field(default_factory=dict)
-    created_at: str = ""  # UTC ISO-8601
-
-    def to_json(self) -> str:
-        """Pretty, key-sorted JSON."""
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> CheckpointManifest:
-        """Parse a manifest; a missing, unknown or mistyped field is a CheckpointError."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            msg = f"manifest is not valid JSON: {exc}"
-            raise CheckpointError(msg) from exc
-        if not isinstance(data, dict):
-            msg = "manifest must be a JSON object"
-            raise CheckpointError(msg)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            msg = f"manifest has unknown fields {sorted(unknown)}"
-            raise CheckpointError(msg)
-        try:
-            manifest = cls(**data)
-        except TypeError as exc:
-            msg = f"manifest is missing fields: {exc}"
-            raise CheckpointError(msg) from exc
-        if not isinstance(manifest.tensors, dict) or not isinstance(manifest.preprocess, dict):
-            msg = "manifest fields 'tensors' and 'preprocess' must be objects"
-            raise CheckpointError(msg)
-        return manifest
+_STORES = {"ln": "LayerNorm + head tensors", "linear-probe": "head tensors only", "full": "every tensor"}
 
 
 def sha256_file(path: Path) -> str:
@@ -121,17 +93,6 @@ def checkpoint_version(arch: str, weights_sha256: str) -> str:
 def untrained_version(arch: str, base_source: str) -> str:
     """Version of a detector without a checkpoint; says plainly that its head is untrained."""
     return f"{arch}-{base_source}-untrained-head"
-
-
-def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
-    """(weights, manifest) for a checkpoint named by either file or by ``<name>``."""
-    path = Path(path)
-    name = str(path)
-    for suffix in (MANIFEST_SUFFIX, WEIGHTS_SUFFIX):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return Path(name + WEIGHTS_SUFFIX), Path(name + MANIFEST_SUFFIX)
 
 
 def _unwrap(model: nn.Module) -> Detector:
@@ -199,6 +160,9 @@ def save_checkpoint(
         base_source=model.base_source,
         base_fingerprint=base_fingerprint(model),
         quick_gelu=model.quick_gelu,
+        tuning=model.tuning,
+        l2_normalize=model.l2_normalize,
+        init_seed=model.init_seed,
         preprocess=preprocess.to_dict(),
         tensors={name: list(t.shape) for name, t in sorted(tensors.items())},
         weights_file=weights_path.name,
@@ -213,19 +177,6 @@ def save_checkpoint(
     return manifest
 
 
-def read_manifest(path: str | Path) -> CheckpointManifest:
-    """Read and parse the manifest of a checkpoint (does not check the weights)."""
-    _, manifest_path = checkpoint_paths(path)
-    if not manifest_path.is_file():
-        msg = f"checkpoint manifest not found: {manifest_path}"
-        raise CheckpointError(msg)
-    manifest = CheckpointManifest.from_json(manifest_path.read_text(encoding="utf-8"))
-    if manifest.format_version != FORMAT_VERSION:
-        msg = f"{manifest_path}: format_version {manifest.format_version} is not supported (expected {FORMAT_VERSION})"
-        raise CheckpointError(msg)
-    return manifest
-
-
 def _check_identity(manifest: CheckpointManifest, model: Detector, preprocess: PreprocessConfig, where: Path) -> None:
     """The manifest must describe this arch, activation, preprocessing and base tower."""
     if manifest.arch != model.arch:
@@ -233,6 +184,18 @@ def _check_identity(manifest: CheckpointManifest, model: Detector, preprocess: P
         raise CheckpointError(msg)
     if manifest.quick_gelu != model.quick_gelu:
         msg = f"{where}: checkpoint trained with quick_gelu={manifest.quick_gelu}, detector has {model.quick_gelu}"
+        raise CheckpointError(msg)
+    if manifest.tuning != model.tuning:
+        msg = (
+            f"{where}: checkpoint was trained with tuning={manifest.tuning!r} (it stores "
+            f"{_STORES[manifest.tuning]}), the detector is built with tuning={model.tuning!r} (model.tuning)"
+        )
+        raise CheckpointError(msg)
+    if manifest.l2_normalize != model.l2_normalize:
+        msg = (
+            f"{where}: checkpoint's head was trained with l2_normalize={manifest.l2_normalize}, "
+            f"the detector's head has l2_normalize={model.l2_normalize} (model.l2_normalize)"
+        )
         raise CheckpointError(msg)
     if manifest.preprocess != preprocess.to_dict():
         msg = f"{where}: checkpoint preprocessing {manifest.preprocess} differs from configured {preprocess.to_dict()}"

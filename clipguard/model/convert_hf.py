@@ -20,12 +20,14 @@ prefix is found from the patch-embedding key, so any prefix works. Name mapping 
 HF's ``pooler_output`` is ``post_layernorm(CLS)``, the same feature as the open_clip
 tower with ``proj=None``. Head candidates are looked up by name (``model.linear``,
 ``head.fc``, ``head``, ``classifier``, ``fc``, ``linear``), then by shape
-([2, D] weight with a [2] bias). Only safetensors are read (never a pickle);
+([2, D] weight with a [2] bias); ``config.json``'s ``head`` says whether it
+L2-normalises its input (``LinearNorm``) or not (``linear``). Only safetensors are read (never a pickle);
 ``huggingface_hub`` is imported only to download a hub repo id. ``transformers``
 itself is not needed.
 
 Usage::
 
+    clipguard convert --from-hf yermandy/GenD_CLIP_L_14 --out ckpt/gend/     # training/cli.py
     python -m clipguard.model.convert_hf yermandy/GenD_CLIP_L_14 ckpt/gend --arch ViT-L-14 --pretrained openai
 """
 
@@ -111,9 +113,9 @@ def _read_safetensors_dir(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def _download(repo_id: str) -> Path:
-    """Fetch a hub repo's safetensors and JSON files (needs the network)."""
+    """A hub repo's safetensors and JSON files: downloaded, or from the local Hugging Face cache when offline."""
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import constants, snapshot_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     except ImportError as exc:
         msg = f"{repo_id!r} is not a local path and huggingface_hub is not installed to download it"
@@ -121,7 +123,14 @@ def _download(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=["*.safetensors", "*.json"]))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
-        msg = f"could not download {repo_id!r} from the Hugging Face hub: {exc}"
+        if constants.HF_HUB_OFFLINE:
+            msg = (
+                f"{repo_id!r} is not a local folder, and HF_HUB_OFFLINE is set: a hub repo id works only when the "
+                f"repo is already in the Hugging Face cache ({constants.HF_HUB_CACHE}). On a machine with internet: "
+                f"`hf download {repo_id} --local-dir DIR`, then give DIR ({exc})"
+            )
+        else:
+            msg = f"could not download {repo_id!r} from the Hugging Face hub: {exc}"
         raise CheckpointError(msg) from exc
 
 
@@ -232,16 +241,30 @@ def convert_hf_state_dict(
     return ConvertedWeights(tower=tower, head=head, ignored=tuple(sorted(ignored)))
 
 
+# The authors' head types (config.json "head"): LinearNorm L2-normalises the feature, linear does not.
+HF_HEAD_L2 = {"LinearNorm": True, "linear": False}
+
+
+def hf_head_l2_normalize(config: dict[str, Any] | None) -> bool | None:
+    """Whether the checkpoint's head L2-normalises its input, from ``config.json``; None when it does not say.
+
+    Raises:
+        CheckpointError: a head type the detector does not compute (docs/method.md §1).
+    """
+    head = (config or {}).get("head")
+    if head is None:
+        return None
+    if head not in HF_HEAD_L2:
+        msg = f"checkpoint head type {head!r} is not one the detector computes ({sorted(HF_HEAD_L2)})"
+        raise CheckpointError(msg)
+    return HF_HEAD_L2[head]
+
+
 def _check_hf_config(config: dict[str, Any] | None) -> None:
     """Refuse checkpoints whose head or activation the detector would compute differently."""
     if not config:
         return
-    head = config.get("head")
-    if head is not None and head != "LinearNorm":
-        msg = (
-            f"checkpoint head type {head!r} does not L2-normalise its input; clipguard's head does (docs/method.md §1)"
-        )
-        raise CheckpointError(msg)
+    hf_head_l2_normalize(config)
     vision = config.get("vision_config", config)
     act = vision.get("hidden_act")
     if act is not None and act != "quick_gelu":
@@ -264,18 +287,45 @@ def load_converted(detector: Detector, converted: ConvertedWeights) -> None:
         raise CheckpointError(msg) from exc
 
 
+def _head_config(config: DetectorConfig, weights: HFWeights) -> tuple[DetectorConfig, str]:
+    """``config`` with the head normalisation the checkpoint's ``config.json`` states, and where it came from.
+
+    Raises:
+        CheckpointError: ``l2_normalize`` was given explicitly and contradicts ``config.json``.
+    """
+    stated = hf_head_l2_normalize(weights.config)
+    given = "l2_normalize" in config.model_fields_set
+    if stated is None:
+        if not given:
+            logger.warning("%s: config.json names no head type; assuming the method's L2-normalised head "
+                           "(give l2_normalize explicitly otherwise)", weights.origin)  # fmt: skip
+        return config, "given" if given else "assumed: config.json names no head type"
+    if given and config.l2_normalize != stated:
+        msg = (
+            f"{weights.origin}: config.json's head {weights.config.get('head')!r} has l2_normalize={stated}, "
+            f"but l2_normalize={config.l2_normalize} was given"
+        )
+        raise CheckpointError(msg)
+    return config.model_copy(update={"l2_normalize": stated}), f"config.json head {weights.config.get('head')!r}"
+
+
 def convert_to_checkpoint(
     source: str | Path, config: DetectorConfig, out: str | Path, *, atol: float = 1e-6
 ) -> CheckpointManifest:
-    """Write an HF LN-tuned checkpoint as a clipguard checkpoint on ``config``'s base tower.
+    """Write an HF detector checkpoint as a clipguard checkpoint.
 
-    The HF model must differ from the base tower only in LayerNorms and head (that
-    is what LN-tuning trains); otherwise it is refused rather than silently served
-    with the wrong frozen weights.
+    ``config.tuning`` decides what the checkpoint stores. ``ln`` (the method) and
+    ``linear-probe`` store only what they train and are served on ``config``'s base
+    tower: the HF model must equal that base everywhere else (within ``atol``), or it is
+    refused rather than silently served with the wrong frozen weights. ``full`` stores
+    every tensor and needs no base weights (``pretrained='none'`` is enough).
+
+    The head's L2 normalisation comes from ``config.json`` (``LinearNorm``: on, ``linear``:
+    off); without one, ``config.l2_normalize`` (the method's: on).
 
     Args:
-        source: ``.safetensors`` file, directory, or hub repo id.
-        config: the base tower (arch, ``pretrained``) the checkpoint will be served on.
+        source: ``.safetensors`` file, directory, or hub repo id (cached only, when offline).
+        config: the base tower (arch, ``pretrained``), tuning and head of the result.
         out: checkpoint name (see :func:`~clipguard.model.checkpoint.save_checkpoint`).
         atol: largest allowed difference of a frozen tensor from the base.
 
@@ -287,6 +337,7 @@ def convert_to_checkpoint(
     if converted.head is None:
         msg = f"{source}: no 2-class head found; a detector checkpoint needs one"
         raise CheckpointError(msg)
+    config, head_from = _head_config(config, weights)
     detector = build_detector(config)
     base = {name: t.clone() for name, t in frozen_state_dict(detector).items()}
     load_converted(detector, converted)
@@ -294,8 +345,9 @@ def convert_to_checkpoint(
         diff = (tensor - base[name]).abs().max().item()
         if diff > atol:
             msg = (
-                f"{source}: frozen tensor {name} differs from base {config.arch}/{config.pretrained} by {diff:.3g}; "
-                "this is not an LN-tuned checkpoint of that base"
+                f"{source}: tensor {name} differs from base {config.arch}/{config.pretrained} by {diff:.3g}, "
+                f"so this is not a tuning={config.tuning!r} checkpoint of that base; convert it with tuning "
+                "'full' (every tensor stored, no base needed) or name the base it was trained on"
             )
             raise CheckpointError(msg)
     return save_checkpoint(
@@ -303,7 +355,12 @@ def convert_to_checkpoint(
         out,
         preprocess=config.preprocess,
         preset="converted",
-        training_config={"converted_from": weights.origin, "ignored_tensors": list(converted.ignored)},
+        training_config={
+            "converted_from": weights.origin,
+            "ignored_tensors": list(converted.ignored),
+            "head_l2_normalize_from": head_from,
+            "hf_config": weights.config or {},
+        },
     )
 
 
@@ -314,11 +371,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", help="output checkpoint name")
     parser.add_argument("--arch", default="ViT-L-14")
     parser.add_argument("--pretrained", default="openai", help="base tower weights: tag or local file")
+    parser.add_argument("--tuning", default="ln", choices=["ln", "linear-probe", "full"], help="what is stored")
     parser.add_argument("--atol", type=float, default=1e-6)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     manifest = convert_to_checkpoint(
-        args.source, DetectorConfig(arch=args.arch, pretrained=args.pretrained), args.out, atol=args.atol
+        args.source,
+        DetectorConfig(arch=args.arch, pretrained=args.pretrained, tuning=args.tuning),
+        args.out,
+        atol=args.atol,
     )
     logger.info("wrote %s (%d tensors)", manifest.version, len(manifest.tensors))
 

@@ -1,4 +1,4 @@
-"""The detector module: CLIP visual tower + normalised linear head."""
+"""The detector module: CLIP visual tower + linear head on the (normalised) CLS feature."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 
 from clipguard.model.config import DetectorConfig
 from clipguard.model.head import HeadOutput, NormLinearHead
-from clipguard.model.lntuning import apply_ln_tuning
+from clipguard.model.lntuning import apply_tuning, check_tuning
 from clipguard.model.tower import build_visual_tower
 
 logger = logging.getLogger(__name__)
@@ -21,20 +21,35 @@ class Detector(nn.Module):
     Attributes:
         tower: the open_clip VisionTransformer, ``proj`` removed.
         head: :class:`NormLinearHead`.
-        arch, base_source, quick_gelu: identity of the base tower, recorded in
-            checkpoint manifests and checked when a checkpoint is loaded.
+        arch, base_source, quick_gelu, init_seed: identity of the base tower, recorded
+            in checkpoint manifests and checked when a checkpoint is loaded.
+        tuning, l2_normalize: what trains and whether the head normalises
+            (docs/method.md §8); recorded and checked the same way.
     """
 
     def __init__(
-        self, tower: nn.Module, feature_dim: int, *, arch: str, base_source: str, quick_gelu: bool, num_classes: int = 2
+        self,
+        tower: nn.Module,
+        feature_dim: int,
+        *,
+        arch: str,
+        base_source: str,
+        quick_gelu: bool,
+        num_classes: int = 2,
+        tuning: str = "ln",
+        l2_normalize: bool = True,
+        init_seed: int = 0,
     ) -> None:
         super().__init__()
         self.tower = tower
-        self.head = NormLinearHead(feature_dim, num_classes)
+        self.head = NormLinearHead(feature_dim, num_classes, l2_normalize=l2_normalize)
         self.feature_dim = feature_dim
         self.arch = arch
         self.base_source = base_source
         self.quick_gelu = quick_gelu
+        self.tuning = check_tuning(tuning)
+        self.l2_normalize = l2_normalize
+        self.init_seed = init_seed
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """CLS token after ``ln_post`` (B, feature_dim), the method's feature f."""
@@ -50,7 +65,7 @@ class Detector(nn.Module):
 
 
 def build_detector(config: DetectorConfig) -> Detector:
-    """Build the tower and a fresh head on the CPU, LN-tuning applied.
+    """Build the tower and a fresh head on the CPU, with the config's tuning applied.
 
     The head is untrained until a checkpoint is loaded into it.
 
@@ -71,12 +86,17 @@ def build_detector(config: DetectorConfig) -> Detector:
             base_source=tower.base_source,
             quick_gelu=config.quick_gelu,
             num_classes=config.num_classes,
+            tuning=config.tuning,
+            l2_normalize=config.l2_normalize,
+            init_seed=config.init_seed,
         )
-    counts = apply_ln_tuning(detector)
+    counts = apply_tuning(detector, config.tuning)
     logger.info(
-        "built %s (base %s): %d of %d parameters trainable (%d LayerNorm + %d head)",
+        "built %s (base %s, tuning %s, l2_normalize %s): %d of %d parameters trainable (%d LayerNorm + %d head)",
         config.arch,
         tower.base_source,
+        config.tuning,
+        config.l2_normalize,
         counts.trainable,
         counts.total,
         counts.layernorm,

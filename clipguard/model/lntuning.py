@@ -1,22 +1,29 @@
-"""LN-tuning: which parameters train (docs/method.md §1), decided by one name predicate.
+"""What trains (docs/method.md §1, §8), decided by one name predicate per tuning mode.
 
-Trainable = the weight and bias of every LayerNorm of the visual tower, plus the
-head. Everything else is frozen. The same predicate decides what a checkpoint
-stores, so "trained" and "saved" can never disagree.
+* ``ln`` (the method): the weight and bias of every LayerNorm of the visual tower, plus the head.
+* ``linear-probe`` (the ablation's "frozen CLIP" row): the head only.
+* ``full`` (full fine-tuning): every tower parameter, plus the head.
+
+Everything else is frozen. The same predicate decides what a checkpoint stores, so
+"trained" and "saved" can never disagree: an ``ln`` checkpoint holds the LayerNorms
+and the head, a ``linear-probe`` one the head, a ``full`` one every parameter.
 """
 
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from clipguard.config import Tuning
 from clipguard.errors import ModelError
 
 TOWER_PREFIX = "tower."  # attribute names of the detector's two parts
 HEAD_PREFIX = "head."
+TUNINGS: tuple[str, ...] = typing.get_args(Tuning)
 
 # open_clip names its LayerNorms ln_pre, ln_post, ln_1, ln_2 (and ln_attn/ln_inner in custom blocks).
 _LN_PARAM = re.compile(r"(?:^|\.)ln_[a-z0-9]+\.(?:weight|bias)$")
@@ -42,9 +49,33 @@ def is_layernorm_param(name: str) -> bool:
     return _LN_PARAM.search(name) is not None
 
 
-def is_trained_param(name: str) -> bool:
-    """True for a detector parameter that LN-tuning trains (tower LayerNorms and the head)."""
-    return name.startswith(HEAD_PREFIX) or (name.startswith(TOWER_PREFIX) and is_layernorm_param(name))
+def check_tuning(tuning: str) -> str:
+    """``tuning`` itself when it is a known mode, else a ModelError naming the modes."""
+    if tuning not in TUNINGS:
+        msg = f"tuning must be one of {list(TUNINGS)}, got {tuning!r}"
+        raise ModelError(msg)
+    return tuning
+
+
+def is_trained_param(name: str, tuning: str = "ln") -> bool:
+    """True for a detector parameter that ``tuning`` trains (and a checkpoint of it stores)."""
+    if name.startswith(HEAD_PREFIX):
+        return True
+    if not name.startswith(TOWER_PREFIX):
+        return False
+    if check_tuning(tuning) == "full":
+        return True
+    return tuning == "ln" and is_layernorm_param(name)
+
+
+def model_tuning(model: nn.Module) -> str:
+    """The tuning mode a detector was built with (its ``tuning`` attribute; unwraps DDP's ``.module``)."""
+    inner = getattr(model, "module", model)
+    tuning = getattr(inner, "tuning", None)
+    if tuning is None:
+        msg = f"{type(inner).__name__} has no 'tuning' attribute: expected a Detector"
+        raise ModelError(msg)
+    return check_tuning(tuning)
 
 
 def _check_predicate_matches_modules(model: nn.Module) -> None:
@@ -65,22 +96,29 @@ def _check_predicate_matches_modules(model: nn.Module) -> None:
         raise ModelError(msg)
 
 
-def apply_ln_tuning(model: nn.Module) -> ParamCounts:
-    """Freeze every parameter except the tower's LayerNorms and the head.
+def apply_tuning(model: nn.Module, tuning: str) -> ParamCounts:
+    """Freeze every parameter that ``tuning`` does not train.
 
     Sets ``requires_grad`` on every parameter, so calling it again (after loading a
     checkpoint, or on a model someone unfroze) gives the same state.
 
     Args:
         model: a module with ``tower`` and ``head`` children (the detector).
+        tuning: ``ln``, ``linear-probe`` or ``full``.
 
     Returns:
         The resulting parameter counts.
     """
     _check_predicate_matches_modules(model)
+    check_tuning(tuning)
     for name, param in model.named_parameters():
-        param.requires_grad_(is_trained_param(name))
+        param.requires_grad_(is_trained_param(name, tuning))
     return count_parameters(model)
+
+
+def apply_ln_tuning(model: nn.Module) -> ParamCounts:
+    """Freeze every parameter except the tower's LayerNorms and the head (the method's LN-tuning)."""
+    return apply_tuning(model, "ln")
 
 
 def count_parameters(model: nn.Module) -> ParamCounts:
@@ -98,10 +136,15 @@ def count_parameters(model: nn.Module) -> ParamCounts:
 
 
 def trained_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors LN-tuning changes (what a checkpoint stores), detached, by detector name."""
-    return {name: param.detach() for name, param in model.named_parameters() if is_trained_param(name)}
+    """The tensors the detector's tuning changes (what a checkpoint stores), detached, by detector name."""
+    tuning = model_tuning(model)
+    return {name: param.detach() for name, param in model.named_parameters() if is_trained_param(name, tuning)}
 
 
 def frozen_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Everything LN-tuning never changes (the base tower a checkpoint depends on)."""
-    return {name: tensor.detach() for name, tensor in model.state_dict().items() if not is_trained_param(name)}
+    """Everything the detector's tuning never changes (the base tower a checkpoint depends on).
+
+    Empty for ``full`` (unless the tower has buffers): such a checkpoint needs no base weights.
+    """
+    tuning = model_tuning(model)
+    return {name: t.detach() for name, t in model.state_dict().items() if not is_trained_param(name, tuning)}

@@ -85,7 +85,8 @@ def test_manifest_records_identity_hash_and_training_info(saved):
     assert manifest.preprocess == PreprocessConfig().to_dict()
     assert manifest.preset == "paper" and manifest.loss_weights["unif"] == 0.1
     assert manifest.metrics == {"val/mAP_video": 0.91} and manifest.training_config["epochs"] == 10
-    assert manifest.format_version == 1 and manifest.created_at.endswith("+00:00")
+    assert manifest.format_version == 2 and manifest.created_at.endswith("+00:00")
+    assert (manifest.tuning, manifest.l2_normalize, manifest.init_seed) == ("ln", True, 0)
     json.loads(path.with_name("ckpt.manifest.json").read_text())  # plain JSON
 
 

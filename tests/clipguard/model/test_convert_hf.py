@@ -156,13 +156,13 @@ def test_convert_to_checkpoint_refuses_changed_frozen_weights(tmp_path):
     state = released_layout(tiny_hf_model(seed=5))
     state["head.weight"], state["head.bias"] = torch.randn(2, 128), torch.randn(2)
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
-    with pytest.raises(CheckpointError, match="not an LN-tuned checkpoint"):
+    with pytest.raises(CheckpointError, match="not a tuning='ln' checkpoint of that base; convert it with tuning 'full'"):
         convert_to_checkpoint(tmp_path / "model.safetensors", CONFIG, tmp_path / "out")
 
 
 @pytest.mark.parametrize(
     ("config", "match"),
-    [({"head": "linear"}, "does not L2-normalise"), ({"hidden_act": "gelu"}, "hidden_act='gelu'")],
+    [({"head": "MLP"}, "not one the detector computes"), ({"hidden_act": "gelu"}, "hidden_act='gelu'")],
 )
 def test_incompatible_config_is_refused(config, match):
     with pytest.raises(CheckpointError, match=match):
