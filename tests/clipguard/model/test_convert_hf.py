@@ -156,7 +156,7 @@ def test_convert_to_checkpoint_refuses_changed_frozen_weights(tmp_path):
     state = released_layout(tiny_hf_model(seed=5))
     state["head.weight"], state["head.bias"] = torch.randn(2, 128), torch.randn(2)
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.safetensors"))
-    with pytest.raises(CheckpointError, match="not a tuning='ln' checkpoint of that base; convert it with tuning 'full'"):
+    with pytest.raises(CheckpointError, match="not a tuning='ln' checkpoint of that base; convert it with tuning"):
         convert_to_checkpoint(tmp_path / "model.safetensors", CONFIG, tmp_path / "out")
 
 
