@@ -236,12 +236,13 @@ def show_config(**options) -> None:
 
 
 def _register_training_commands() -> None:
-    """`prepare`, `train` and `evaluate` live with the training code (they need Ray Train, not the stream)."""
-    from training.cli import evaluate_command, prepare_command, train_command
+    """`prepare`, `train`, `evaluate` and `convert` live with the training code (Ray Train, converters)."""
+    from training.cli import convert_command, evaluate_command, prepare_command, train_command
 
     cli.add_command(prepare_command)
     cli.add_command(train_command)
     cli.add_command(evaluate_command)
+    cli.add_command(convert_command)
 
 
 _register_training_commands()

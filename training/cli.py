@@ -1,9 +1,10 @@
-"""Click commands ``prepare``, ``train`` and ``evaluate``, registered into ``clipguard`` by ``pipeline/cli.py``::
+"""Commands ``prepare``, ``train``, ``evaluate`` and ``convert``, registered into ``clipguard`` by ``pipeline/cli.py``::
 
-    from training.cli import evaluate_command, prepare_command, train_command
+    from training.cli import convert_command, evaluate_command, prepare_command, train_command
     cli.add_command(prepare_command)
     cli.add_command(train_command)
     cli.add_command(evaluate_command)
+    cli.add_command(convert_command)
 
 Both are plain ``click.Command`` objects; errors are raised as ``ClipguardError``
 (``clipguard``'s ``main`` prints them and exits 2).
@@ -25,11 +26,12 @@ from clipguard.config import (
     SamplingConfig,
     SourceConfig,
     StreamConfig,
+    TowerConfig,
     field_default,
 )
 from clipguard.errors import ConfigError
 from clipguard.logging_setup import configure_logging, ray_logging_args
-from clipguard.model_files import MODEL_DIR_ENV
+from clipguard.model_files import MODEL_DIR_ENV, find_model_file, names_a_file
 from training.crop_manifest import VideoOutcome
 
 # Frame sampling and face cropping of labelled videos: the same flags for `prepare` and for
@@ -230,13 +232,43 @@ def prepare_command(**opts) -> None:
     help="override one field, e.g. --set optim.lr=1e-3 (repeatable)",
 )
 @click.option("--resume", is_flag=True, help="continue the run of the same storage path and name")
-@click.option("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS or a local Ray)")
+@click.option("--ray-address", default=None,
+              help="Ray cluster (default: RAY_ADDRESS or a local Ray); with --submit, its job server "
+              "(http://head:8265) or a Ray address")  # fmt: skip
+@click.option("--submit", is_flag=True,
+              help="run as a Ray job on the cluster (training/job_submit.py): uploads --working-dir and runs "
+              "training/train.py there with --python; streams its log, fails when the job fails")  # fmt: skip
+@click.option("--python", "python", default=None, metavar="PATH",
+              help="--submit: the interpreter the job runs, as seen on the cluster's head "
+              "[default: this environment's, for a cluster started from it]")  # fmt: skip
+@click.option("--working-dir", type=click.Path(path_type=Path, file_okay=False, exists=True), default=Path("."),
+              show_default=True, help="--submit: the code uploaded as the job's working directory")  # fmt: skip
+@click.option("--submission-id", default=None, help="--submit: the job's id (default: Ray picks one)")
 @log_options
 def train_command(config: Path | None, overrides: tuple[str, ...], resume: bool, ray_address: str | None,
                   **opts) -> None:  # fmt: skip
-    """Train the detector with Ray Train and export the best checkpoint (same code as training/train.py)."""
-    from training.train import train_and_export
+    """Train the detector with Ray Train and export the best checkpoint (same code as training/train.py).
+
+    Here (a local Ray, or --ray-address), or with --submit as a Ray job on a cluster.
+    """
     from training.train_config import SELECTION_METRIC
+
+    submit, python, working_dir, submission_id = (opts.pop(k) for k in ("submit", "python", "working_dir",
+                                                                        "submission_id"))  # fmt: skip
+    if submit:
+        from training.job_submit import JobRequest, default_python, passthrough_args, submit_training
+
+        request = JobRequest(address=ray_address, python=python or default_python(), working_dir=working_dir,
+                             config=config, overrides=tuple(overrides), submission_id=submission_id,
+                             extra_args=passthrough_args(resume, opts["log_format"], opts["log_level"]))  # fmt: skip
+        command_logging(opts)
+        job_id = submit_training(request, echo=click.echo)
+        click.echo(json.dumps({"job": job_id, "status": "SUCCEEDED"}))
+        return
+    if python is not None or submission_id is not None:
+        msg = "--python and --submission-id only apply with --submit"
+        raise click.UsageError(msg)
+    from training.train import train_and_export
 
     log = command_logging(opts)
     exported, metrics = train_and_export(config, overrides, resume=resume, ray_address=ray_address, log=log)
@@ -271,10 +303,14 @@ _SPLITS = click.Choice(["all", "train", "val", "test"])
               "video manifest (.csv/.jsonl: path, label, split, dataset), prepared into --out first")  # fmt: skip
 @click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="LN-tuned checkpoint (<name>.safetensors, manifest beside it); default: the base model")  # fmt: skip
-@click.option("--arch", default=None, help="open_clip ViT name [default: the stream's model.arch]")
+@click.option(
+    "--arch",
+    default=None,
+    help="open_clip ViT name [default: the checkpoint's (its manifest), else the stream's model.arch]",
+)
 @click.option("--pretrained", default=None,
               help="base tower weights: 'openai', a local file, or 'none' "
-              "[default: the stream's model.pretrained]")  # fmt: skip
+              "[default: the checkpoint's (its manifest), else the stream's model.pretrained]")  # fmt: skip
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=field_default(ModelConfig, "device"),
               show_default=True)  # fmt: skip
 @click.option("--aggregation", type=click.Choice(["mean", "median"]), default=field_default(ModelConfig, "aggregation"),
@@ -322,7 +358,10 @@ def evaluate_command(sets, test_sets, **opts) -> None:
         msg = "give at least one test set (NAME=PATH or --test-set NAME=PATH)"
         raise click.UsageError(msg)
     given = {k: opts[k] for k in ("arch", "pretrained", "checkpoint") if opts[k] is not None}
-    model = ModelConfig(**given, device=opts["device"], aggregation=opts["aggregation"])
+    # A checkpoint names its own arch and base weights (its manifest); the flags only override them.
+    model = ModelConfig(**given, device=opts["device"], aggregation=opts["aggregation"]).with_model_files(
+        opts["model_dir"]
+    )
     source, sampling, faces = crop_configs(opts)
     prepare = PrepareSettings(source=source, sampling=sampling, faces=faces, video_root=opts["video_root"],
                               workers=opts["prepare_workers"], model_dir=opts["model_dir"])  # fmt: skip
@@ -349,3 +388,57 @@ def evaluate_command(sets, test_sets, **opts) -> None:
         echo=click.echo,
         progress=echo_video_outcome,
     )
+
+
+# --- convert: the authors' released checkpoint -> the detector format ------------------------------
+CONVERTED_NAME = "detector"  # <out>/detector.safetensors + .manifest.json, as a training run's export/
+
+
+@click.command("convert")
+@click.option("--from-hf", "source", required=True, metavar="DIR_OR_REPO",
+              help="the authors' checkpoint in the transformers CLIP layout: a folder (model.safetensors, "
+              "config.json), a .safetensors file, or a hub repo id (offline: only when in the HF cache)")  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="a folder (gets detector.safetensors + detector.manifest.json) or <name>.safetensors")  # fmt: skip
+@click.option("--arch", default=field_default(TowerConfig, "arch"), show_default=True, help="open_clip ViT name")
+@click.option("--tuning", type=_choices(TowerConfig, "tuning"), default=field_default(TowerConfig, "tuning"),
+              show_default=True,
+              help="ln: store LayerNorms + head, served on the base weights (refused when other tensors differ "
+              "from them); full: store every tensor, no base weights needed")  # fmt: skip
+@click.option("--pretrained", default=None,
+              help="base tower weights the checkpoint is served on: 'openai', a file (model directory), 'none' "
+              "[default: openai; none with --tuning full]")  # fmt: skip
+@click.option(
+    "--l2-normalize/--no-l2-normalize",
+    default=None,
+    help="whether the head normalises its input [default: config.json's head type, else yes]",
+)
+@click.option("--atol", default=1e-6, show_default=True, help="largest difference of a frozen tensor from the base")
+@click.option("--model-dir", type=click.Path(path_type=Path, file_okay=False), default=None, envvar=MODEL_DIR_ENV,
+              help=f"folder of model files named by file name [default: ${MODEL_DIR_ENV}, then ./models]")  # fmt: skip
+@log_options
+def convert_command(source: str, out: Path, pretrained: str | None, l2_normalize: bool | None, **opts) -> None:
+    """Turn the authors' released Hugging Face checkpoint into a clipguard checkpoint (docs/method.md §9).
+
+    The result loads like a trained one: `clipguard run --model-checkpoint OUT` and
+    `clipguard evaluate --checkpoint OUT` take its arch and base weights from its manifest.
+    """
+    from clipguard.model import DetectorConfig
+    from clipguard.model.convert_hf import convert_to_checkpoint
+    from clipguard.model.manifest import checkpoint_paths
+
+    command_logging(opts)
+    if pretrained is None:
+        pretrained = "none" if opts["tuning"] == "full" else field_default(TowerConfig, "pretrained")
+    if names_a_file(pretrained):
+        pretrained = str(find_model_file(pretrained, what="base CLIP weights", setting="--pretrained",
+                                         configured_dir=opts["model_dir"]))  # fmt: skip
+    given = {"arch": opts["arch"], "pretrained": pretrained, "tuning": opts["tuning"], "device": "cpu"}
+    if l2_normalize is not None:
+        given["l2_normalize"] = l2_normalize
+    name = out if out.name.endswith((".safetensors", ".manifest.json")) else out / CONVERTED_NAME
+    manifest = convert_to_checkpoint(source, DetectorConfig(**given), name, atol=opts["atol"])
+    weights, _ = checkpoint_paths(name)
+    click.echo(json.dumps({"checkpoint": str(weights), "version": manifest.version, "arch": manifest.arch,
+                           "base_source": manifest.base_source, "tuning": manifest.tuning,
+                           "l2_normalize": manifest.l2_normalize, "tensors": len(manifest.tensors)}))  # fmt: skip

@@ -258,9 +258,17 @@ def test_missing_files_and_calibration_without_validation_are_readable_errors(da
 def test_checkpoint_for_another_base_tower_fails_with_the_checkpoint_error(data, ray_address, tmp_path):
     """The scoring actor refuses it; the command raises that CheckpointError, not a Ray trace, and frees Ray."""
 
+    import open_clip
+    from safetensors.torch import save_file
+
     from clipguard.model import DetectorConfig, PreprocessConfig, build_detector, save_checkpoint
 
-    other_base = build_detector(DetectorConfig(**TINY_MODEL, device="cpu").model_copy(update={"init_seed": 1}))
+    # Trained on base weights read from a file; evaluated with the explicit --pretrained none of TINY.
+    build_detector(DetectorConfig(**TINY_MODEL))  # registers the tiny configs with open_clip
+    weights = tmp_path / "other-base.safetensors"
+    clip = open_clip.create_model("ViT-Tiny-test")
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(weights))
+    other_base = build_detector(DetectorConfig(**{**TINY_MODEL, "pretrained": str(weights)}, device="cpu"))
     save_checkpoint(other_base, tmp_path / "foreign", preprocess=PreprocessConfig())
     args = [f"a={data['only_fake']}", "--checkpoint", str(tmp_path / "foreign.safetensors"), *TINY,
             "--out", str(tmp_path / "out"), "--ray-address", ray_address]  # fmt: skip
