@@ -92,13 +92,21 @@ def submit_training(request: JobRequest, echo: Callable[[str], None], *, wait: b
         ClipguardError: the cluster cannot be reached, or the job did not succeed.
     """
     check_submittable(request)
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobStatus, JobSubmissionClient
 
+    where = request.address or "RAY_ADDRESS / the local Ray"
     try:
         client = JobSubmissionClient(request.address)
+    except AuthenticationError as exc:
+        msg = (
+            f"the Ray cluster at {where} wants its token (Ray >= 2.59 turns token auth on for `ray start`): "
+            "export RAY_AUTH_MODE=token in this shell; the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN"
+        )
+        raise ClipguardError(msg, kind="job_submit") from exc
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        msg = f"cannot reach the Ray cluster's job server at {request.address or 'RAY_ADDRESS / the local Ray'}: {exc}"
-        raise ClipguardError(msg) from exc
+        msg = f"cannot reach the Ray cluster's job server at {where}: {exc}"
+        raise ClipguardError(msg, kind="job_submit") from exc
     command = entrypoint(request)
     job_id = client.submit_job(
         entrypoint=command,
@@ -114,9 +122,9 @@ def submit_training(request: JobRequest, echo: Callable[[str], None], *, wait: b
         time.sleep(0.5)
         status = client.get_job_status(job_id)
     if status != JobStatus.SUCCEEDED:
-        info = client.get_job_info(job_id)
-        msg = f"training job {job_id} ended {status.value}: {info.message or 'see its log above'}"
-        raise ClipguardError(msg)
+        reason = (client.get_job_info(job_id).message or "").strip().splitlines()
+        msg = f"training job {job_id} ended {status.value}: {reason[0] if reason else 'no reason given'} (log above)"
+        raise ClipguardError(msg, kind="job_failed")
     return job_id
 
 

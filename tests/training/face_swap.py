@@ -204,3 +204,26 @@ def write_video_set(folder: Path, people: dict[str, Portrait], specs: list[Video
         writer.writeheader()
         writer.writerows(rows)
     return manifest
+
+
+def identity_disjoint_set(detector: FaceDetector) -> tuple[dict[str, Portrait], list[VideoSpec]]:
+    """The labelled set of the training tests and the training benchmark.
+
+    Five people for train (a real video and a face-swapped fake of each), new videos of
+    three of them for validation, and three people never seen in training for test.
+    Every fake's source video is the real video of its person, so GenD's pairs exist.
+    """
+    people = {name: portrait(detector, name) for name in ("astronaut", "newton", "gauss")}
+    people.update({p.name: p for p in solvay_portraits(detector, [2, 8, 14, 20, 26])})
+    train, held_out = ["astronaut", "newton", "gauss", "solvay-2", "solvay-8"], ["solvay-14", "solvay-20", "solvay-26"]
+    specs = []
+    for i, name in enumerate(train):
+        specs += [VideoSpec(f"{name}-real", name, None, "train"),
+                  VideoSpec(f"{name}-fake", name, train[(i + 1) % 5], "train", motion="zoom")]  # fmt: skip
+    for i, name in enumerate(train[:3]):  # validation: new videos of training people
+        specs += [VideoSpec(f"{name}-real-b", name, None, "val", "zoom", (384, 288), 96),
+                  VideoSpec(f"{name}-fake-b", name, train[(i + 2) % 5], "val", "pan", (384, 288), 96)]  # fmt: skip
+    for i, name in enumerate(held_out):  # test: people never seen in training
+        specs += [VideoSpec(f"{name}-real", name, None, "test"),
+                  VideoSpec(f"{name}-fake", name, held_out[(i + 1) % 3], "test", motion="zoom")]  # fmt: skip
+    return people, specs

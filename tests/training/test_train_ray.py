@@ -1,10 +1,15 @@
-"""Ray Train end to end on CPU: `ray job submit` of training/train.py, a worker killed mid-run, a restart.
+"""Ray Train end to end on CPU: `clipguard train --submit` of training/train.py, a worker killed mid-run, a restart.
 
 One Ray head with the dashboard (the job server lives there) is started for this
 module on free ports and stopped by signalling its own ``ray start --block``
 process (then its process group), never with ``ray stop``, which would stop
 every Ray on the machine. The session ``ray_address`` head has no dashboard, so
 ``ray job submit`` cannot use it.
+
+Both the head and the submitting command run as from a fresh shell, as the README
+has them: the virtualenv is not on ``PATH`` and nothing is on ``PYTHONPATH``, so a
+job whose entrypoint said plain ``python`` would not find Ray; ``--submit`` names
+the interpreter.
 
 The data: real portrait videos and face-swapped fakes (tests/training/face_swap.py)
 of five people for train, new videos of three of them for validation, and three
@@ -47,7 +52,7 @@ from clipguard.model import (
 from clipguard.model.checkpoint import base_fingerprint
 from clipguard.model.lntuning import is_layernorm_param, is_trained_param
 from pipeline.embedded_services import free_port
-from tests.training.face_swap import VideoSpec, portrait, solvay_portraits, write_video_set
+from tests.training.face_swap import identity_disjoint_set, write_video_set
 from training.crop_dataset import CropDataset, eval_loader, load_crop, train_loader
 from training.crop_manifest import CropRow, read_crop_manifest
 from training.data_manifest import read_video_manifest
@@ -76,6 +81,13 @@ class Head:
     env: dict[str, str]
 
 
+def fresh_shell_env(**extra: str) -> dict[str, str]:
+    """This environment as a new shell has it: the virtualenv off PATH, no PYTHONPATH, token auth (README)."""
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != VENV_BIN.resolve())
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "RAY_ADDRESS")}
+    return {**env, "PATH": path, "RAY_AUTH_MODE": "token", **extra}
+
+
 def _wait_for_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -98,8 +110,7 @@ def ray_head():
     gcs, dash, agent_http, agent_grpc, runtime_env, metrics, client = (free_port() for _ in range(7))
     # RAY_ADDRESS pins every process of this head (Ray Train's detached helpers use the state API with
     # address "auto", which fails when other Ray clusters run on the same machine) to this head.
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-           "RAY_AUTH_MODE": "token", "RAY_ADDRESS": f"127.0.0.1:{gcs}"}  # fmt: skip
+    env = fresh_shell_env(RAY_ADDRESS=f"127.0.0.1:{gcs}")
     cmd = [
         RAY, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=4", "--node-ip-address=127.0.0.1",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
@@ -127,20 +138,7 @@ def ray_head():
 def face_data(ray_head, tmp_path_factory):
     """The labelled synthetic set, prepared on the module's head (8 frames a video)."""
     root = tmp_path_factory.mktemp("faces")
-    detector = FaceDetector(FacesConfig(), intra_op_threads=1)
-    people = {name: portrait(detector, name) for name in ("astronaut", "newton", "gauss")}
-    people.update({p.name: p for p in solvay_portraits(detector, [2, 8, 14, 20, 26])})
-    train, held_out = ["astronaut", "newton", "gauss", "solvay-2", "solvay-8"], ["solvay-14", "solvay-20", "solvay-26"]
-    specs = []
-    for i, name in enumerate(train):
-        specs += [VideoSpec(f"{name}-real", name, None, "train"),
-                  VideoSpec(f"{name}-fake", name, train[(i + 1) % 5], "train", motion="zoom")]  # fmt: skip
-    for i, name in enumerate(train[:3]):  # validation: new videos of training people
-        specs += [VideoSpec(f"{name}-real-b", name, None, "val", "zoom", (384, 288), 96),
-                  VideoSpec(f"{name}-fake-b", name, train[(i + 2) % 5], "val", "pan", (384, 288), 96)]  # fmt: skip
-    for i, name in enumerate(held_out):  # test: people never seen in training
-        specs += [VideoSpec(f"{name}-real", name, None, "test"),
-                  VideoSpec(f"{name}-fake", name, held_out[(i + 1) % 3], "test", motion="zoom")]  # fmt: skip
+    people, specs = identity_disjoint_set(FaceDetector(FacesConfig(), intra_op_threads=1))
     manifest = write_video_set(root, people, specs, n_frames=8)
     ray.init(address=ray_head.address)
     try:
@@ -173,27 +171,48 @@ class JobRun:
 
 @pytest.fixture(scope="module")
 def job_run(ray_head, face_data, tmp_path_factory):
-    """`ray job submit` of train.py with the tiny config; rank 1 exits once at the start of epoch 3."""
+    """`clipguard train --submit` (README) of the tiny config; rank 1 exits once at the start of epoch 3."""
     storage = tmp_path_factory.mktemp("runs")
     marker = storage / "crash.marker"
     crops = face_data[1]
     submission = f"clipguard-train-{os.getpid()}-{int(time.time())}"
     cmd = [
-        RAY, "job", "submit", "--address", ray_head.dashboard, "--submission-id", submission, "--working-dir", ".",
-        "--", "python", "training/train.py", "--config", "training/configs/tiny-cpu.yaml",
+        str(VENV_BIN / "clipguard"), "train", "--submit", "--ray-address", ray_head.dashboard,
+        "--submission-id", submission, "--config", "training/configs/tiny-cpu.yaml",
         "--set", f"data.crops={crops}", "--set", f"run.storage_path={storage}", "--set", "run.name=job",
         "--set", "fault.rank=1", "--set", f"fault.epoch={CRASH_EPOCH}", "--set", f"fault.marker={marker}",
     ]  # fmt: skip
     began = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=ray_head.env, capture_output=True, text=True, timeout=780)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=fresh_shell_env(), capture_output=True, text=True, timeout=780)
     seconds = time.monotonic() - began
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
+    assert f"{VENV_BIN / 'python'} training/train.py --config training/configs/tiny-cpu.yaml" in output
+    assert '"checkpoint": ' in output  # train.py's own result line, streamed from the job's log
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     assert JobSubmissionClient(ray_head.dashboard).get_job_status(submission) == JobStatus.SUCCEEDED
-    print(f"\n`ray job submit` of tiny-cpu: {seconds:.0f}s")
+    print(f"\n`clipguard train --submit` of tiny-cpu: {seconds:.0f}s")
     return JobRun(storage=storage, name="job", crops=crops, marker=marker, seconds=seconds)
+
+
+# --- the documented ways to submit, from a fresh shell -------------------------------------------
+def test_ray_job_submit_naming_the_environment_interpreter_runs_train_py(ray_head):
+    """The README's raw form: `ray job submit ... -- "$PWD/.venv/bin/python" training/train.py`."""
+    cmd = [RAY, "job", "submit", "--address", ray_head.dashboard, "--working-dir", ".", "--",
+           str(VENV_BIN / "python"), "training/train.py", "--help"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=fresh_shell_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "--config FILE" in proc.stdout and "succeeded" in proc.stdout
+
+
+def test_submit_without_the_cluster_token_says_how_to_give_it(ray_head, tmp_path):
+    cmd = [str(VENV_BIN / "clipguard"), "train", "--submit", "--ray-address", ray_head.dashboard,
+           "--config", "training/configs/tiny-cpu.yaml", "--set", f"data.crops={tmp_path / 'crops.csv'}",
+           "--set", f"run.storage_path={tmp_path}"]  # fmt: skip
+    env = fresh_shell_env(RAY_AUTH_MODE="disabled")
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2 and "export RAY_AUTH_MODE=token" in proc.stderr, proc.stderr[-3000:]
 
 
 def score_split(scorer: CropScorer, crops_csv: Path, split: str):
