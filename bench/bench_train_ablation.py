@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             results = {row.name: [train_row(row, seed, crops, Path(tmp) / "runs") for seed in seeds] for row in rows}
         finally:
             ray.shutdown()
+    header += f", {os.getloadavg()[0]:.1f} at the end"
     text = (f"# Training on the synthetic face-swap set: tiny CPU preset vs linear probe\n\n{header}; "
             f"Ray {ray.__version__}; prepare {prepared_s:.0f}s; 30 epochs a run, 2 Ray Train workers on CPU; "
             f"checkpoint kept by validation video mAP; AUROC by the stream's detector on the exported checkpoint.\n\n"

@@ -207,3 +207,21 @@ def test_non_json_training_config_fails_before_writing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(CheckpointError, match="expected a Detector"):
         save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "x", preprocess=PreprocessConfig())
+
+
+def test_a_format_1_manifest_reads_as_what_every_format_1_checkpoint_was(saved):
+    """Format 1 had no tuning, l2_normalize or init_seed: every such checkpoint was LN-tuned with the L2 head."""
+    _, manifest, path = saved
+    manifest_path = checkpoint_paths(path)[1]
+    doc = json.loads(manifest_path.read_text())
+    for key in ("tuning", "l2_normalize", "init_seed"):
+        doc.pop(key)
+    doc.update(format_version=1, training_config={"model": {"init_seed": 0}})
+    manifest_path.write_text(json.dumps(doc))
+    old = read_manifest(path)
+    assert (old.format_version, old.tuning, old.l2_normalize, old.init_seed) == (1, "ln", True, 0)
+    load_checkpoint(base_detector(), path, preprocess=PreprocessConfig())  # still loads
+    doc["tuning"] = "full"
+    manifest_path.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="format_version 1 manifest cannot have"):
+        read_manifest(path)
