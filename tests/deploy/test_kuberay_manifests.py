@@ -23,6 +23,7 @@ from tests.deploy.kube import (
     unknown_field_errors,
     validate,
 )
+from tests.deploy.locks import lock
 
 KUBERAY_KINDS = {"RayCluster", "RayJob", "RayService"}
 MANIFEST_FILES = sorted(KUBERAY_DIR.glob("*.yaml"))
@@ -64,10 +65,7 @@ def ray_container(group: dict) -> dict:
 
 
 def ray_lock_version() -> str:
-    lock = (REPO_ROOT / "requirements.lock").read_text()
-    match = re.search(r"^ray==(\S+)$", lock, re.MULTILINE)
-    assert match, "ray is not pinned in requirements.lock"
-    return match.group(1)
+    return lock("runtime")["ray"].version
 
 
 # --- schema helper ------------------------------------------------------------------------------
