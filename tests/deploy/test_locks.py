@@ -3,7 +3,7 @@ the locked torch pair, and this very environment installed from them."""
 
 from __future__ import annotations
 
-import importlib.metadata
+import json
 import re
 import subprocess
 import sys
@@ -103,7 +103,13 @@ def test_parser_refuses_what_a_lock_must_not_hold():
 def test_this_environment_is_installed_from_the_dev_machine_locks():
     """What `make test` runs on: every locked package at its locked version, nothing of the GUI OpenCV."""
     expected = locked(*DEV_MACHINE_LAYERS)
-    installed = {normalise(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    # A fresh interpreter: importing ray puts its vendored packages (ray/thirdparty_files) on sys.path.
+    listing = (
+        "import importlib.metadata as m, json; "
+        "print(json.dumps([[d.metadata['Name'], d.version] for d in m.distributions()]))"
+    )
+    out = subprocess.run([sys.executable, "-c", listing], capture_output=True, text=True, check=True).stdout
+    installed = {normalise(name): version for name, version in json.loads(out)}
     wrong = {name: (pin.version, installed.get(name)) for name, pin in expected.items()
              if installed.get(name) != pin.version}  # fmt: skip
     assert not wrong, f"locked vs installed: {wrong} (run scripts/bootstrap.sh)"
