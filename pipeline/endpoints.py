@@ -3,6 +3,11 @@
 `clipguard run` (and `demo`) start what is set to ``embedded`` and record the
 addresses in ``<state dir>/endpoints.json``, so `publish`, `verdict` and `watch`
 in another terminal find the same services without flags.
+
+On a Ray cluster (``ray.address`` set) an ``embedded`` left at its default is refused
+(:func:`refuse_implicit_embedded`): a stream that joins a cluster and finds no broker or
+Redis configured has been misconfigured, and loopback services on one node would swallow
+its verdicts. Naming ``embedded`` explicitly still starts them.
 """
 
 from __future__ import annotations
@@ -21,9 +26,31 @@ def endpoints_file() -> Path:
     return state_dir() / "endpoints.json"
 
 
+def refuse_implicit_embedded(cfg: ClipguardConfig) -> None:
+    """With ``ray.address`` set, refuse Kafka/Redis that are ``embedded`` only by default.
+
+    Raises:
+        ConfigError: one line naming the unset settings and how to set them.
+    """
+    implicit = cfg.embedded_by_default() if cfg.ray.address else []
+    if implicit:
+        names = " and ".join(implicit)
+        msg = (
+            f"{names} not set while ray.address is {cfg.ray.address!r}: a stream on a Ray cluster needs its real "
+            f"Kafka/Redis (CLIPGUARD_KAFKA__BOOTSTRAP, CLIPGUARD_REDIS__URL or --kafka-bootstrap/--redis-url); "
+            f"set them to '{EMBEDDED}' by name to start loopback ones on this node"
+        )
+        raise ConfigError(msg)
+
+
 @contextlib.contextmanager
 def resolved_endpoints(cfg: ClipguardConfig, workdir: Path | None = None) -> Iterator[ClipguardConfig]:
-    """The config with embedded services started and their addresses filled in."""
+    """The config with embedded services started and their addresses filled in.
+
+    Raises:
+        ConfigError: ``embedded`` by default on a Ray cluster (:func:`refuse_implicit_embedded`).
+    """
+    refuse_implicit_embedded(cfg)
     started = []
     try:
         kafka, redis = cfg.kafka, cfg.redis

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh machine of this kind (Debian, root or sudo):
 #   1. ffmpeg + ffprobe from Debian when missing;
-#   2. the locked dependency set in a virtualenv cached outside the clone, under
-#      ~/.cache/clipguard/deps-<hash of requirements.lock> (torch is large: built once,
-#      shared by every clone; a dependency change builds a new one);
+#   2. the locked dependency set (requirements/runtime.lock + demo.lock + dev.lock: what the
+#      tests need) in a virtualenv cached outside the clone, under
+#      ~/.cache/clipguard/deps-<hash of those locks> (torch is large: built once, shared by
+#      every clone; a dependency change builds a new one);
 #   3. a thin virtualenv of this clone in .venv: its own interpreter, the cached
 #      dependencies through a .pth file, and this checkout installed in develop mode.
 #      Each clone gets its own `.venv/bin/clipguard`, so two clones never import each
@@ -13,7 +14,9 @@ cd "$(dirname "$0")/.."
 
 py=${CLIPGUARD_PYTHON:-python3.11}
 cache=${CLIPGUARD_VENV_CACHE:-$HOME/.cache/clipguard}
-lock=requirements.lock
+# The layers a development machine and CI install (requirements/README.md); the image takes
+# runtime.lock (+ gpu.lock) only.
+locks=(requirements/runtime.lock requirements/demo.lock requirements/dev.lock)
 
 if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
   echo "[bootstrap] installing ffmpeg (Debian package)"
@@ -22,16 +25,19 @@ if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
 fi
 
-key=$(sha256sum "$lock" | cut -c1-16)
+key=$(cat "${locks[@]}" | sha256sum | cut -c1-16)
 deps="$cache/deps-$key"
 if [ ! -f "$deps/.complete" ]; then
   echo "[bootstrap] building $deps (first time: a few minutes; torch is large)"
   rm -rf "$deps"
   mkdir -p "$cache"
   "$py" -m venv "$deps"
-  # The lock is the whole resolved set: pip installs exactly it, no resolution of torch.
-  "$deps/bin/pip" install -q --no-deps -r "$lock" 2>&1 | { grep -v '^WARNING: Location' || true; }
-  "$deps/bin/pip" check >/dev/null || { "$deps/bin/pip" check; exit 1; }
+  # The locks are the whole resolved set: pip installs exactly them, every file checked against
+  # its sha256, and resolves nothing (torch 2.14.1 may come from a local mirror pip is set up
+  # with: the same wheel, the same hash).
+  reqs=(); for lock in "${locks[@]}"; do reqs+=(-r "$lock"); done
+  "$deps/bin/pip" install -q --require-hashes --no-deps "${reqs[@]}" 2>&1 | { grep -v '^WARNING: Location' || true; }
+  sh scripts/pip_check.sh "$deps/bin/python"
   touch "$deps/.complete"
 fi
 

@@ -1,15 +1,20 @@
 #!/bin/sh
-# Print the pinned requirement set for one image variant, from requirements.lock.
-#   cuda: the lock as it is (PyPI's torch wheels bundle the CUDA 13 user-space libraries).
-#   cpu:  the lock without torch/torchvision and the CUDA wheels only they need; the
-#         Dockerfile installs torch/torchvision "+cpu" builds of the same versions instead.
-# Usage: requirements-for-variant.sh cuda|cpu [requirements.lock]
+# Print the hashed requirement set of one image variant, from the locks in requirements/.
+#   cuda: runtime.lock + gpu.lock as they are: PyPI's torch wheels bring the CUDA 13 user-space
+#         libraries, gpu.lock the GPU-only extras (onnx2torch, PyNvVideoCodec).
+#   cpu:  runtime.lock without torch/torchvision and the CUDA wheels only they need (each whole
+#         entry: its hashes and comments go with it); the Dockerfile installs torch/torchvision
+#         "+cpu" builds of the same versions instead.
+# Usage: requirements-for-variant.sh cuda|cpu [requirements folder]
 set -eu
-variant=${1:?usage: $0 cuda|cpu [lock]}
-lock=${2:-requirements.lock}
+variant=${1:?usage: $0 cuda|cpu [requirements folder]}
+dir=${2:-requirements}
 case "$variant" in
-  cuda) grep -v -E '^[[:space:]]*(#|$)' "$lock" ;;
-  cpu)  grep -v -E '^[[:space:]]*(#|$)' "$lock" \
-          | grep -v -i -E '^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+)==' ;;
+  cuda) cat "$dir/runtime.lock" "$dir/gpu.lock" ;;
+  cpu)  awk '/^[A-Za-z0-9]/ {
+               name = tolower($1); sub(/[=<>!~;[ ].*/, "", name)
+               drop = (name ~ /^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+)$/)
+             }
+             !drop' "$dir/runtime.lock" ;;
   *)    echo "unknown variant '$variant' (cuda|cpu)" >&2; exit 2 ;;
 esac

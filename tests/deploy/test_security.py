@@ -16,7 +16,9 @@ EXAMPLE_SECRET = KUBERAY_DIR / "secret.example.yaml"
 PLACEHOLDER = re.compile(r"^\s*<REPLACE-ME[^>]*>\s*$")
 SECRET_WORD = re.compile(r"pass(word|wd)?|secret|token|api[-_]?key|credential|private[-_]?key", re.IGNORECASE)
 # keys that name or point at a secret rather than hold one
-REFERENCE_KEY = re.compile(r"(secret|password)(name|ref|keyref|s?file|path|_file)$|^secretref$|^secrets?$", re.I)
+REFERENCE_KEY = re.compile(
+    r"(secret|password)(name|ref|keyref|s?file|path|_file|s?_?dir)$|^secretref$|^secrets?$", re.IGNORECASE
+)
 
 PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 AWS_ACCESS_KEY = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
@@ -29,7 +31,8 @@ def deploy_files() -> list[Path]:
 
 
 def _is_reference(value: str) -> bool:
-    return bool(re.fullmatch(r"\$\{?\w+\}?|\$\(\w+\)|\{\{.*\}\}", value.strip()))
+    """$VAR, ${VAR}, $(VAR) (Kubernetes), $(command ...) (a shell reading it from elsewhere), {{ template }}."""
+    return bool(re.fullmatch(r"\$\{?\w+\}?|\$\(.*|\{\{.*\}\}", value.strip()))
 
 
 def _is_placeholder(value: str) -> bool:
@@ -62,7 +65,8 @@ def yaml_findings(node: Any, path: str = "", *, allow_placeholders: bool = False
     found = []
     if isinstance(node, dict):
         name = node.get("name")
-        if isinstance(name, str) and SECRET_WORD.search(name) and "value" in node and not _is_reference(node["value"]):
+        secret_named = isinstance(name, str) and SECRET_WORD.search(name) and not REFERENCE_KEY.search(name)
+        if secret_named and "value" in node and not _is_reference(node["value"]):
             found.append(f"{path}: env {name} has a literal value (use valueFrom.secretKeyRef)")
         for key, value in node.items():
             where = f"{path}.{key}"
@@ -127,6 +131,7 @@ def test_scanner_accepts_references_and_documentation_placeholders():
     ok = "env:\n  - name: X_PASSWORD\n    valueFrom: {secretKeyRef: {name: s, key: k}}\nsecretName: clipguard-tls\n"
     assert yaml_findings(yaml.safe_load(ok)) == []
     assert text_findings("REDIS_PASSWORD=$REDIS_PASSWORD") == []
+    assert text_findings("RAY_AUTH_TOKEN=$(kubectl get secret ray-auth -o jsonpath=...)") == []
     assert text_findings("--from-literal=CLIPGUARD_REDIS__PASSWORD='...' and X_TOKEN=<your token>") == []
 
 
@@ -227,12 +232,69 @@ def test_ray_pods_non_root_and_locked_down(where, template):
 
 
 def test_injected_autoscaler_container_locked_down_too():
+    autoscaled = 0
     for path in (KUBERAY_DIR / "raycluster.yaml", KUBERAY_DIR / "rayjob-train.yaml"):
         for doc in load_documents(path):
-            options = ray_cluster_spec(doc)["autoscalerOptions"]
-            assert container_lockdown_findings(options["securityContext"]) == [], path.name
+            spec = ray_cluster_spec(doc)
+            if not spec.get("enableInTreeAutoscaling"):
+                assert "autoscalerOptions" not in spec, f"{path.name}: options of an autoscaler that is off"
+                continue
+            autoscaled += 1
+            assert container_lockdown_findings(spec["autoscalerOptions"]["securityContext"]) == [], path.name
+    assert autoscaled, "the stream's cluster autoscales"
 
 
 def test_namespace_enforces_restricted_pod_security():
     (namespace,) = load_documents(KUBERAY_DIR / "namespace.yaml")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+# --- secrets never on a command line; Ray's API behind a token ----------------------------------------
+
+
+SECRET_FLAG = re.compile(r"--[a-z0-9-]*(password|passwd|secret|token|api-key)[a-z0-9-]*\b", re.I)
+
+
+def test_secret_flags_are_caught_by_the_scan():
+    assert SECRET_FLAG.search("clipguard run --redis-password x")
+    assert SECRET_FLAG.search("run --kafka-sasl-password=$PW")
+    assert not SECRET_FLAG.search("clipguard run --ray-address auto --kafka-sasl-mechanism SCRAM-SHA-512")
+
+
+@pytest.mark.parametrize("path", deploy_files(), ids=lambda p: str(p.relative_to(DEPLOY_DIR)))
+def test_no_secret_passed_as_a_flag_in_deploy_files(path):
+    """Job entrypoints, start commands and documented commands: a flag shows in `ps` and in Ray's job list."""
+    found = [m.group(0) for m in SECRET_FLAG.finditer(path.read_text())]
+    assert found == [], f"{path.name}: secrets on a command line: {found}"
+
+
+def test_stream_entrypoint_uses_no_flag_of_a_secret_field():
+    import shlex
+
+    from pipeline.cli import cli
+    from pipeline.cli_options import config_fields
+
+    (job,) = [d for d in load_documents(KUBERAY_DIR / "rayjob-stream.yaml") if d["kind"] == "RayJob"]
+    program, command, *args = shlex.split(job["spec"]["entrypoint"])
+    flags = {f"--{s}-{n}".replace("_", "-") if s else f"--{n}".replace("_", "-") for s, n, _, _ in config_fields()}
+    assert all(a in flags for a in args if a.startswith("--")), args
+    with cli.commands[command].make_context(command, args) as ctx:  # parses: no unknown (secret) option
+        assert not [k for k, v in ctx.params.items() if v is not None and "password" in k]
+
+
+def test_credentials_secret_is_mounted_as_files_never_as_environment():
+    for path in (KUBERAY_DIR / "raycluster.yaml", KUBERAY_DIR / "rayjob-train.yaml"):
+        for doc in load_documents(path):
+            for name, group in ray_groups(ray_cluster_spec(doc)):
+                for container in group["template"]["spec"]["containers"]:
+                    refs = [s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s]
+                    keyed = [e["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
+                    assert not refs and not keyed, f"{path.name}:{name}: secrets in the environment"
+
+
+def test_ray_dashboard_and_job_api_need_a_token_everywhere():
+    for path in (KUBERAY_DIR / "raycluster.yaml", KUBERAY_DIR / "rayjob-train.yaml"):
+        for doc in load_documents(path):
+            assert ray_cluster_spec(doc).get("authOptions", {}).get("mode") == "token", path.name
+    launcher = (DEPLOY_DIR / "cluster-launcher" / "aws-gpu.yaml").read_text()
+    assert "RAY_AUTH_MODE=token" in launcher, "ray up: token auth on every node too"

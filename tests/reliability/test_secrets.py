@@ -5,6 +5,9 @@ Redis and Kafka SASL passwords are read from ``CLIPGUARD_REDIS__PASSWORD`` and
 checked in what `clipguard config` prints, in configuration errors (a misspelt
 secret variable used to echo its value), and in a real `clipguard -v run` against a
 password-protected Redis: its stdout/stderr and every Ray log file written meanwhile.
+They have no command-line flag, and they are read from files in ``CLIPGUARD_SECRETS_DIR``
+too (a mounted Kubernetes Secret). A stream on a Ray cluster refuses the ``embedded``
+Kafka/Redis defaults in one line unless ``embedded`` is named.
 """
 
 from __future__ import annotations
@@ -153,3 +156,109 @@ def test_run_against_password_protected_redis_never_logs_the_secrets(kafka_confi
 def test_kafka_config_with_sasl_keeps_the_password_out_of_its_repr():
     cfg = KafkaConfig(security_protocol="SASL_SSL", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p4ss-xyz")
     assert "p4ss-xyz" not in repr(cfg) and "p4ss-xyz" not in cfg.model_dump_json()
+
+
+# --- secrets never as flags; from the environment or from files ---------------------------------------
+
+
+def _secret_fields() -> set[str]:
+    from pydantic import BaseModel
+
+    from pipeline.cli_options import is_secret
+
+    found = set()
+    for section, field in ClipguardConfig.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            found |= {f"{section}.{n}" for n, f in field.annotation.model_fields.items() if is_secret(f.annotation)}
+    return found
+
+
+def test_no_secret_has_a_flag_and_run_help_lists_none():
+    from pipeline.cli_options import config_fields
+
+    secrets = _secret_fields()
+    assert secrets == {"kafka.sasl_password", "redis.password"}
+    flagged = {f"{section}.{name}" for section, name, _, _ in config_fields()}
+    assert not secrets & flagged
+    help_text = CliRunner().invoke(cli, ["run", "--help"], terminal_width=200).output
+    assert "--redis-url" in help_text and "--kafka-sasl-username" in help_text  # the other flags are there
+    for flag in ("--kafka-sasl-password", "--redis-password"):
+        assert flag not in help_text
+        result = CliRunner().invoke(cli, ["run", flag, "hunter2"])
+        assert result.exit_code == 2 and f"No such option '{flag}'" in result.output, result.output
+
+
+def test_redis_url_flag_with_a_password_is_refused_without_echoing_it():
+    s = _secrets()
+    result = CliRunner().invoke(cli, ["config", "--redis-url", f"rediss://clipguard:{s['url']}@redis.internal:6380/0"])
+    assert result.exit_code == 2 and "--redis-url: the URL carries a password" in result.output
+    assert not _leaks(result.output, s)
+
+
+def test_secrets_are_read_from_files_in_the_secrets_dir(tmp_path, monkeypatch):
+    """A Kubernetes Secret mounted as files: one file per variable name, the value as its content."""
+    s = _secrets()
+    (tmp_path / "CLIPGUARD_KAFKA__SASL_PASSWORD").write_text(s["sasl"])
+    (tmp_path / "CLIPGUARD_REDIS__PASSWORD").write_text(s["redis"])
+    (tmp_path / "CLIPGUARD_KAFKA__SASL_USERNAME").write_text("clipguard")
+    monkeypatch.setenv("CLIPGUARD_SECRETS_DIR", str(tmp_path))
+    cfg = ClipguardConfig()
+    assert cfg.kafka.sasl_password.get_secret_value() == s["sasl"]
+    assert cfg.redis.password.get_secret_value() == s["redis"]
+    assert cfg.kafka.sasl_username == "clipguard"
+    monkeypatch.setenv("CLIPGUARD_REDIS__PASSWORD", "from-env")  # the environment wins over a file
+    assert ClipguardConfig().redis.password.get_secret_value() == "from-env"
+    code, output = _config_cli({}, monkeypatch)
+    assert code == 0 and not _leaks(output, s)
+    (tmp_path / "CLIPGUARD_REDIS__PASWORD").write_text(s["redis"])  # a misspelt file name is an error too
+    code, output = _config_cli({}, monkeypatch)
+    assert code != 0 and "invalid configuration" in output and not _leaks(output, s)
+
+
+def test_a_secrets_dir_that_is_not_mounted_stops_the_command(tmp_path, capsys, monkeypatch):
+    from clipguard.cli_main import run_click_command
+
+    monkeypatch.setenv("CLIPGUARD_SECRETS_DIR", str(tmp_path / "not-mounted"))
+    assert run_click_command(cli, ["config"]) == 2
+    err = capsys.readouterr().err.strip()
+    missing = tmp_path / "not-mounted"
+    assert err == f"error: config: CLIPGUARD_SECRETS_DIR={missing} is not a directory (is the secret volume mounted?)"
+
+
+# --- no loopback services by accident on a cluster ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "refused"),
+    [
+        (["--ray-address", "auto"], {}, "kafka.bootstrap and redis.url not set"),
+        (["--ray-address", "auto", "--kafka-bootstrap", "broker:9093"], {}, "redis.url not set"),
+        (["--redis-url", "redis://r:6379/0"], {"CLIPGUARD_RAY__ADDRESS": "ray://h:10001"}, "kafka.bootstrap not set"),
+    ],
+)
+def test_run_on_a_ray_cluster_refuses_default_embedded_services_in_one_line(args, env, refused, capsys, monkeypatch):
+    from clipguard.cli_main import run_click_command
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert run_click_command(cli, ["run", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: config: ") and refused in err, err
+    assert "'embedded' by name" in err
+
+
+def test_embedded_asked_for_by_name_is_allowed_on_a_cluster(monkeypatch):
+    from pipeline.cli_options import build_config
+    from pipeline.endpoints import refuse_implicit_embedded
+
+    named = build_config({"ray__address": "auto", "kafka__bootstrap": "embedded", "redis__url": "embedded"})
+    assert named.embedded_by_default() == []
+    refuse_implicit_embedded(named)  # no error
+    monkeypatch.setenv("CLIPGUARD_KAFKA__BOOTSTRAP", "embedded")  # by name through the environment
+    monkeypatch.setenv("CLIPGUARD_REDIS__URL", "embedded")
+    refuse_implicit_embedded(build_config({"ray__address": "auto"}))
+    monkeypatch.delenv("CLIPGUARD_KAFKA__BOOTSTRAP")
+    monkeypatch.delenv("CLIPGUARD_REDIS__URL")
+    local = build_config({})  # no Ray address: the embedded defaults serve `clipguard run` on a laptop
+    assert local.embedded_by_default() == ["kafka.bootstrap", "redis.url"]
+    refuse_implicit_embedded(local)
