@@ -144,6 +144,20 @@ class InferenceConfig(TowerConfig):
 class ModelConfig(InferenceConfig):
     checkpoint: Path | None = Field(None, description="LN-tuned checkpoint (.safetensors + manifest)")
     aggregation: Literal["mean", "median"] = "mean"
+    # CUDA serving only (clipguard/model/device_scorer.py); the CPU path stays the plain fp32 scorer.
+    batch_buckets: tuple[int, ...] = Field(
+        (16, 64, 128, 256), min_length=1, description="CUDA: fixed detector batch sizes; partial batches are padded"
+    )
+    compile_mode: Literal["none", "default", "reduce-overhead", "max-autotune"] = Field(
+        "reduce-overhead", description="CUDA: torch.compile mode of the detector (reduce-overhead adds CUDA graphs)"
+    )
+
+    @model_validator(mode="after")
+    def _positive_buckets(self) -> ModelConfig:
+        if min(self.batch_buckets) < 1:
+            msg = f"batch_buckets must be positive, got {self.batch_buckets}"
+            raise ValueError(msg)
+        return self
 
 
 class StreamConfig(Section):
@@ -161,6 +175,25 @@ class StreamConfig(Section):
     max_in_flight: int = Field(8, ge=1, description="videos in flight (backpressure bound)")
     max_restarts: int = Field(3, ge=0, description="Ray actor restarts before a video errors")
     video_timeout_s: float = Field(600.0, gt=0, description="a video still unfinished after this errors out")
+
+
+class GpuNodeConfig(Section):
+    """The fused GPU stage (workers/gpu_stage_actor.py): decode, faces, alignment and the detector on one device.
+
+    With ``actors`` > 0 the stream runs these actors, fed by the Kafka consumers,
+    instead of separate face and detector actors: a video's frames cross to the
+    GPU once (NVDEC decodes straight into GPU memory) and only boxes and scores
+    come back. ``auto`` devices resolve at actor start and say so in the log once,
+    with the reason when a GPU-node capability (CUDA, NVDEC) is missing.
+    """
+
+    actors: int = Field(0, ge=0, description="fused GPU actors; 0 = decoder -> face -> detector actors")
+    num_gpus: float = Field(1.0, ge=0, description="GPUs per fused actor (0 only for CPU test clusters)")
+    num_cpus: float = Field(4.0, gt=0, description="CPUs per fused actor (its decode threads and Python)")
+    decode_device: Device = Field("auto", description="cuda = NVDEC (PyNvVideoCodec); cpu = ffmpeg + one upload")
+    faces_device: Device = Field("auto", description="where SCRFD (torch), NMS and the alignment warp run")
+    decode_workers: int = Field(4, ge=1, description="videos decoded at once per fused actor (decode threads)")
+    face_batch: int = Field(64, ge=1, description="frames per SCRFD forward pass")
 
 
 class AutoscaleConfig(Section):
@@ -227,6 +260,7 @@ class ClipguardConfig(BaseSettings):
     faces: FacesConfig = FacesConfig()
     model: ModelConfig = ModelConfig()
     stream: StreamConfig = StreamConfig()
+    gpu_node: GpuNodeConfig = GpuNodeConfig()
     autoscale: AutoscaleConfig = AutoscaleConfig()
     thresholds: ThresholdConfig = ThresholdConfig()
     log: LogConfig = LogConfig()

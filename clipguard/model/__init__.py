@@ -30,6 +30,7 @@ _EXPORTS = {
     ),
     "clipguard.model.config": ("CLIP_MEAN", "CLIP_STD", "DetectorConfig", "PreprocessConfig"),
     "clipguard.model.detector": ("Detector", "build_detector"),
+    "clipguard.model.device_scorer": ("DeviceScorer", "plan_batches"),
     "clipguard.model.head": ("HeadOutput", "NormLinearHead", "p_fake"),
     "clipguard.model.inference": ("CropScorer", "resolve_autocast_dtype", "resolve_device"),
     "clipguard.model.lntuning": ("ParamCounts", "apply_ln_tuning", "count_parameters", "is_layernorm_param"),
