@@ -82,7 +82,9 @@ class CropBatcher:
 
     async def score(self, crops: np.ndarray) -> np.ndarray:
         """p_fake for each crop of one video, batched with other videos' crops."""
-        if self._loop_task is None:  # created on first use: it needs the running loop
+        loop = asyncio.get_running_loop()
+        # Created on first use (it needs the running loop), and again under a new loop (a rerun of asyncio.run).
+        if self._loop_task is None or self._loop_task.get_loop() is not loop:
             self._wakeup = asyncio.Event()
             self._loop_task = asyncio.create_task(self._batch_loop())
         if len(crops) == 0:

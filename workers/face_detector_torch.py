@@ -153,7 +153,7 @@ class TorchFaceDetector:
         if all(fixed) and tuple(fixed) != (config.input_size, config.input_size):
             msg = f"{path} has a fixed input of {tuple(fixed)}; set faces.input_size to match"
             raise ConfigError(msg)
-        self.network = convert(graph).eval().to(device)
+        self.network = convert(graph).eval().requires_grad_(False).to(device)
         self.device = device
         self.path = path
         self.batch_size = batch_size

@@ -116,6 +116,8 @@ class GpuVideoPipeline:
         batch_wait_s: Longest a crop waits for its batch to fill.
         decode_timeout_s: A decode still running after this is a ``timeout`` error for the video.
         on_batch: Called with each detector batch's :class:`BatchReport` (metrics).
+        compute: The one thread all model work runs on (default: a new one); pass the executor a
+            scorer was compiled and warmed up on, since CUDA graphs replay on their own thread.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class GpuVideoPipeline:
         batch_wait_s: float,
         decode_timeout_s: float,
         on_batch: Callable[[BatchReport], None] | None = None,
+        compute: ThreadPoolExecutor | None = None,
     ) -> None:
         self.decoder = decoder
         self._on_batch = on_batch
@@ -137,7 +140,8 @@ class GpuVideoPipeline:
         self.version = scorer.version
         self._decode_timeout_s = decode_timeout_s
         self._decode_pool = ThreadPoolExecutor(decode_workers, thread_name_prefix="clipguard-decode")
-        self._compute = ThreadPoolExecutor(1, thread_name_prefix="clipguard-gpu-compute")
+        self._owns_compute = compute is None
+        self._compute = compute or ThreadPoolExecutor(1, thread_name_prefix="clipguard-gpu-compute")
         self.batches: list[BatchReport] = []
         self.batcher = CropBatcher(scorer.score, batch_size, batch_wait_s, on_batch=self._observe,
                                    concat=torch.cat, executor=self._compute)  # fmt: skip
@@ -199,9 +203,10 @@ class GpuVideoPipeline:
             self._compute.submit(warm).result()
 
     def close(self) -> None:
-        """Stop the threads (pending work is dropped)."""
+        """Stop the threads it made (pending work is dropped); a compute executor passed in stays up."""
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
-        self._compute.shutdown(wait=False, cancel_futures=True)
+        if self._owns_compute:
+            self._compute.shutdown(wait=False, cancel_futures=True)
 
 
 def build_pipeline(cfg: ClipguardConfig, on_batch: Callable[[BatchReport], None] | None = None) -> GpuVideoPipeline:
