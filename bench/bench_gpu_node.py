@@ -93,17 +93,24 @@ def ints(text: str) -> list[int]:
 
 
 class Report:
-    """Markdown sections in order; a failed row keeps its error."""
+    """Markdown sections in order, written out after each one (a run cut short keeps what it measured)."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Path, head: list[str]) -> None:
+        self.out = out
+        self.head = head
         self.lines: list[str] = []
         self.results: dict[str, float] = {}
+
+    def write(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text("\n".join(self.head + self.lines) + "\n")
 
     def table(self, title: str, header: list[str], rows: list[list[str]], note: str = "") -> None:
         self.lines += ["", f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         self.lines += ["| " + " | ".join(r) + " |" for r in rows]
         if note:
             self.lines += ["", note]
+        self.write()
         print(f"\n{title}\n" + "\n".join(" | ".join(r) for r in rows), flush=True)
 
     def failed(self, title: str, exc: BaseException) -> None:
@@ -270,51 +277,62 @@ def whole_path(decoder, cropper, scorer, compute, jobs, workers, batch, device):
     return results, seconds, busy.share, statistics.mean(fills) if fills else 0.0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(args.device)
-    clips = make_clip_set(args.make_clips, portraits=2, crowd=0, seconds=1.0, size=(640, 360)) if (
-        args.make_clips and args.smoke) else make_clip_set(args.make_clips) if args.make_clips else load_clip_set(
-        args.clips)  # fmt: skip
-    jobs = [VideoJob(clips.names[k % len(clips.names)]) for k in range(args.videos)]
-    report = Report()
-    head = [f"# GPU node benchmark ({'CPU smoke test' if args.smoke else device})", "", *environment(device)]
-    head.append(f"- clips: {len(clips.names)} single-face + {len(clips.crowd)} crowd (Solvay, 29 faces), "
-                f"{clips.probes[clips.names[0]].info.width}x{clips.probes[clips.names[0]].info.height} H.264, "
-                f"{clips.probes[clips.names[0]].info.duration_s:.0f} s; {args.frames} frames sampled a video; "
-                f"detector {args.arch} (random weights: speed only)")  # fmt: skip
-    compute = ThreadPoolExecutor(1, thread_name_prefix="bench-compute")  # every model call on one thread
-    on_compute = lambda fn, *a: compute.submit(fn, *a).result()  # noqa: E731
-    decoder = make_decoder(clips, args.frames, device)
-    kind = "NVDEC" if isinstance(decoder, NvdecFrameDecoder) else "ffmpeg + upload"
-    head.append(f"- decoder: {kind}" + ("" if kind == "NVDEC" else f" (NVDEC: {nvdec_unavailable_reason(device)})"))
+def detector_rows(args, device, on_compute) -> tuple[list[list[str]], DeviceScorer | None, CropScorer, float]:
+    """Today's scorer, bf16 eager, bf16 compiled: crops/s at ``args.batch`` on device crops."""
+    rows, best, fast = [], 0.0, None
+    crops = torch.randint(0, 256, (args.batch, 3, 256, 256), dtype=torch.uint8, device=device)
+    config = DetectorConfig(arch=args.arch, pretrained="none", device=device.type, max_batch_size=args.batch)
+    scorer = on_compute(CropScorer.from_config, config)
+    cuda = device.type == "cuda"
+    variants = [
+        ("today: CropScorer", lambda: scorer),
+        ("bf16 weights, eager" if cuda else "DeviceScorer fp32 (CPU: no bf16), eager",
+         lambda: DeviceScorer(scorer, weights_dtype=torch.bfloat16 if cuda else None, buckets=(args.batch,))),
+    ]  # fmt: skip
+    if cuda:
+        compiled = f"bf16 weights, compile {args.compile_mode}"
+        variants.append((compiled, lambda: DeviceScorer(scorer, weights_dtype=torch.bfloat16, buckets=(64, args.batch),
+                                                        compile_mode=args.compile_mode)))  # fmt: skip
+    for label, build in variants:  # in this order: the later ones cast the same weights to bf16
+        try:
+            model = on_compute(build)
+            warm = on_compute(model.warm_up) if isinstance(model, DeviceScorer) else 0.0
+            seconds = on_compute(median_seconds, lambda m=model: m.score(crops), args.repeats, device)
+            if model is scorer:
+                precision = f"fp32, autocast {scorer.autocast_dtype}" if scorer.autocast_dtype else "fp32"
+            else:
+                precision = str(model.weights_dtype or "fp32")
+            rows.append([label, precision, f"{args.batch / seconds:.0f}", f"{warm:.0f}"])
+            best = max(best, args.batch / seconds)
+            fast = model if isinstance(model, DeviceScorer) else fast
+        except Exception as exc:  # noqa: BLE001 - one failed row, the report goes on
+            rows.append([label, "failed", f"`{exc}`"[:300], ""])
+            traceback.print_exc()
+    return rows, fast, scorer, best
 
-    # decode alone
+
+def decode_rows(args, clips: ClipSet, decoder, kind: str, jobs: list[VideoJob]) -> list[list[str]]:
     rows = []
     for workers in ints(args.decode_workers):
         try:
-            vps, fps = decode_rate(decoder, jobs[: max(4 * workers, len(jobs) // 2)], workers)
+            vps, fps = decode_rate(decoder, jobs[: min(len(jobs), max(8, 8 * workers))], workers)
             rows.append([f"{kind}, 1 process x {workers} threads", f"{vps:.1f}", f"{fps:.0f}"])
-        except Exception as exc:  # noqa: BLE001 - one failed row, the report goes on
-            rows.append([f"{kind}, 1 process x {workers} threads", "failed", f"`{exc}`"[:200]])
+        except Exception as exc:  # noqa: BLE001
+            rows.append([f"{kind}, 1 process x {workers} threads", "failed", f"`{exc}`"[:300]])
+            traceback.print_exc()
     for procs in ints(args.decode_procs) if kind == "NVDEC" else []:
         try:
             vps, fps = decode_rate_processes(clips, args.frames, jobs, procs, 8)
             rows.append([f"NVDEC, {procs} processes x 8 threads", f"{vps:.1f}", f"{fps:.0f}"])
         except Exception as exc:  # noqa: BLE001
-            rows.append([f"NVDEC, {procs} processes x 8 threads", "failed", f"`{exc}`"[:200]])
-    report.table("Decode alone (sampled frames of single-face clips)", ["decoder", "videos/s", "frames/s"], rows)
+            rows.append([f"NVDEC, {procs} processes x 8 threads", "failed", f"`{exc}`"[:300]])
+            traceback.print_exc()
+    return rows
 
-    # frames for the face rows: device frames of single-face and crowd clips
-    single = [decoder.decode_frames(VideoJob(n)) for n in clips.names]
-    crowd = [decoder.decode_frames(VideoJob(n)) for n in clips.crowd]
-    faces_cfg = FacesConfig()
-    detector = on_compute(lambda: TorchFaceDetector(faces_cfg, device, batch_size=args.face_batch))
-    cropper = DeviceFaceCropper(faces_cfg, detector)
-    rows = []
-    for label, videos in (("single face", single), ("crowd (29 faces)", crowd)):
+
+def face_rows(args, device, detector, on_compute, sets) -> tuple[list[list[str]], float]:
+    rows, single_rate = [], 0.0
+    for label, videos in sets:
         if not videos:
             continue
         frames = torch.cat([v.frames for v in videos])[: max(args.face_batch, 8)]
@@ -330,119 +348,123 @@ def main(argv: list[str] | None = None) -> int:
                               256), args.repeats, device)  # fmt: skip
             n = frames.shape[0]
             rows.append([label, f"{n / net:.0f}", f"{n / full:.0f}", f"{len(lms) / warp:.0f}", str(len(lms))])
-            if label == "single face":
-                report.results["faces"] = n / full
+            single_rate = n / full if label == "single face" else single_rate
         except Exception as exc:  # noqa: BLE001
-            rows.append([label, "failed", f"`{exc}`"[:200], "", ""])
-    report.table(f"Faces on {device} (640 px letterbox, batch {args.face_batch})",
-                 ["frames", "network frames/s", "detect+NMS frames/s", "align crops/s", "faces"], rows)  # fmt: skip
+            rows.append([label, "failed", f"`{exc}`"[:300], "", ""])
+            traceback.print_exc()
+    return rows, single_rate
 
-    # detector alone
-    rows = []
-    crops = torch.randint(0, 256, (args.batch, 3, 256, 256), dtype=torch.uint8, device=device)
-    config = DetectorConfig(arch=args.arch, pretrained="none", device=device.type, max_batch_size=args.batch)
-    scorer = on_compute(CropScorer.from_config, config)
-    fast = None
-    eager = "bf16 weights, eager" if device.type == "cuda" else "DeviceScorer fp32 (CPU: no bf16), eager"
-    variants = [
-        ("today: CropScorer", lambda: scorer),
-        (
-            eager,
-            lambda: DeviceScorer(
-                scorer, weights_dtype=torch.bfloat16 if device.type == "cuda" else None, buckets=(args.batch,)
-            ),
-        ),
-    ]
-    if device.type == "cuda":
-        variants.append(
-            (
-                f"bf16 weights, compile {args.compile_mode}",
-                lambda: DeviceScorer(
-                    scorer,
-                    weights_dtype=torch.bfloat16,
-                    buckets=(16, 64, 128, args.batch),
-                    compile_mode=args.compile_mode,
-                ),
-            )
-        )
-    for label, build in variants:  # in this order: the later ones cast the same weights to bf16
-        try:
-            model = on_compute(build)
-            warm = on_compute(model.warm_up) if isinstance(model, DeviceScorer) else 0.0
-            seconds = on_compute(median_seconds, lambda m=model: m.score(crops), args.repeats, device)
-            if model is scorer:
-                precision = f"fp32, autocast {scorer.autocast_dtype}" if scorer.autocast_dtype else "fp32"
-            else:
-                precision = str(model.weights_dtype or "fp32")
-            rows.append([label, precision, f"{args.batch / seconds:.0f}", f"{warm:.0f}"])
-            report.results["detector"] = max(report.results.get("detector", 0.0), args.batch / seconds)
-            fast = model if isinstance(model, DeviceScorer) else fast
-        except Exception as exc:  # noqa: BLE001
-            rows.append([label, "failed", f"`{exc}`"[:200], ""])
-    report.table(f"Detector alone ({args.arch}, batch {args.batch}, crops already on {device})",
-                 ["scorer", "weights", "crops/s", "compile + warm-up s"], rows)  # fmt: skip
 
-    # today's CPU face stage on the same frames
-    rows = []
+def cpu_face_rows(args, single) -> tuple[list[list[str]], float | None]:
     try:
+        faces_cfg = FacesConfig()
         host = [SampledFrame(i, 0.0, f) for i, f in enumerate(torch.cat([v.frames for v in single]).cpu().numpy())]
         host = host[: args.cpu_face_frames]
         cpu_cropper = FaceCropper(faces_cfg, FaceDetector(faces_cfg, providers=[CPU], intra_op_threads=os.cpu_count()))
         seconds = median_seconds(lambda: cpu_cropper.crop_video("bench", host), args.repeats, torch.device("cpu"))
-        cpu_fps = len(host) / seconds
-        report.results["cpu_videos"] = cpu_fps / args.frames
-        rows.append([f"SCRFD onnxruntime, {os.cpu_count()} threads, + align + track", f"{cpu_fps:.1f}",
-                     f"{cpu_fps / args.frames:.2f}"])  # fmt: skip
+        fps = len(host) / seconds
+        return [[f"SCRFD onnxruntime, {os.cpu_count()} threads, + align + track", f"{fps:.1f}",
+                 f"{fps / args.frames:.2f}"]], fps / args.frames  # fmt: skip
     except Exception as exc:  # noqa: BLE001
-        rows.append(["SCRFD onnxruntime", "failed", f"`{exc}`"[:200]])
-    report.table("Today's CPU face stage (same frames, on the host)", ["stage", "frames/s", "videos/s bound"], rows)
+        traceback.print_exc()
+        return [["SCRFD onnxruntime", "failed", f"`{exc}`"[:300]]], None
 
-    # the whole path
-    rows = []
+
+def node_rows(args, device, decoder, cropper, scorer, compute, jobs) -> tuple[list[list[str]], float]:
+    rows, best = [], 0.0
     for workers in ints(args.node_workers):
         try:
-            scorer_for_path = fast or DeviceScorer(scorer, weights_dtype=None, buckets=(args.batch,))
-            results, seconds, busy, fill = whole_path(decoder, cropper, scorer_for_path, compute, jobs, workers,
-                                                      args.batch, device)  # fmt: skip
+            results, seconds, busy, fill = whole_path(decoder, cropper, scorer, compute, jobs, workers, args.batch,
+                                                      device)  # fmt: skip
             frames = sum(r.frames_sampled for r in results)
             crops = sum(len(r.crop_scores) for r in results)
             stage = {k: statistics.mean(r.timings_s.get(k, 0.0) for r in results)
                      for k in ("decode", "decode_wait", "faces", "detect")}  # fmt: skip
             vps = len(results) / seconds
-            report.results["node"] = max(report.results.get("node", 0.0), vps)
+            best = max(best, vps)
             rows.append([f"{workers} decode workers", f"{vps:.1f}", f"{frames / seconds:.0f}", f"{crops / seconds:.0f}",
                          busy, f"{fill:.2f}", " / ".join(f"{1000 * stage[k]:.0f}" for k in stage)])  # fmt: skip
         except Exception as exc:  # noqa: BLE001
-            rows.append([f"{workers} decode workers", "failed", f"`{exc}`"[:200], "", "", "", ""])
-    report.table(f"Whole path on {device}: {len(jobs)} single-face videos, decode -> faces -> align -> detector",
-                 ["setup", "videos/s", "frames/s", "crops/s", "GPU busy", "batch fill", "ms/video: decode / "
-                  "decode+queue / faces / detect"], rows)  # fmt: skip
+            rows.append([f"{workers} decode workers", "failed", f"`{exc}`"[:300], "", "", "", ""])
+            traceback.print_exc()
+    return rows, best
 
-    r = report.results
-    ratio = r["node"] / r["cpu_videos"] if r.get("node") and r.get("cpu_videos") else None
-    targets = [
-        ["detector crops/s at batch >= 128", f"{TARGETS['detector']:.0f}", f"{r.get('detector', 0):.0f}"],
-        ["faces frames/s at 640 px", f"{TARGETS['faces']:.0f}", f"{r.get('faces', 0):.0f}"],
-        ["whole node videos/s", f"{TARGETS['node']:.0f}", f"{r.get('node', 0):.1f}"],
-        ["whole node / today's CPU-face path", f"{TARGETS['ratio']:.0f}x", f"{ratio:.1f}x" if ratio else "n/a"],
-    ]
-    for row, key in zip(targets, ("detector", "faces", "node", "ratio"), strict=True):
-        value = ratio if key == "ratio" else r.get(key)
-        if device.type != "cuda":
-            row.append("n/a (not a GPU run)")
-        elif value is None:
-            row.append("n/a")
+
+def target_rows(results: dict[str, float | None], cuda: bool) -> list[list[str]]:
+    node, cpu = results.get("node"), results.get("cpu_videos")
+    values = {**results, "ratio": node / cpu if node and cpu else None}
+    labels = {"detector": "detector crops/s at batch >= 128", "faces": "faces frames/s at 640 px",
+              "node": "whole node videos/s", "ratio": "whole node / today's CPU-face path"}  # fmt: skip
+    rows = []
+    for key, label in labels.items():
+        value, goal = values.get(key), TARGETS[key]
+        shown = "n/a" if not value else f"{value:.1f}x" if key == "ratio" else f"{value:.1f}"
+        if not cuda:
+            status = "n/a (not a GPU run)"
+        elif not value:
+            status = "n/a"
         else:
-            row.append("met" if value >= TARGETS[key] else f"missed by {TARGETS[key] - value:.1f}")
-    report.table(
-        "Targets (issue 13)",
-        ["target", "goal", "measured", "status"],
-        targets,
-        note="" if device.type == "cuda" else "A CPU run: these numbers say nothing about a GPU node.",
-    )
+            status = "met" if value >= goal else f"missed by {goal - value:.1f}"
+        rows.append([label, f"{goal:g}" + ("x" if key == "ratio" else ""), shown, status])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    if args.make_clips and args.smoke:
+        clips = make_clip_set(args.make_clips, portraits=2, crowd=0, seconds=1.0, size=(640, 360))
+    else:
+        clips = make_clip_set(args.make_clips) if args.make_clips else load_clip_set(args.clips)
+    jobs = [VideoJob(clips.names[k % len(clips.names)]) for k in range(args.videos)]
+    info = clips.probes[clips.names[0]].info
+    head = [f"# GPU node benchmark ({'CPU smoke test' if args.smoke else device})", "", *environment(device)]
+    head.append(f"- clips: {len(clips.names)} single-face + {len(clips.crowd)} crowd (Solvay, 29 faces), "
+                f"{info.width}x{info.height} H.264, {info.duration_s:.0f} s; {args.frames} frames sampled a video; "
+                f"detector {args.arch} (random weights: speed only)")  # fmt: skip
+    compute = ThreadPoolExecutor(1, thread_name_prefix="bench-compute")  # every model call on one thread
+
+    def on_compute(fn, *a):
+        return compute.submit(fn, *a).result()
+
+    decoder = make_decoder(clips, args.frames, device)
+    kind = "NVDEC" if isinstance(decoder, NvdecFrameDecoder) else "ffmpeg + upload"
+    head.append(f"- decoder: {kind}" + ("" if kind == "NVDEC" else f" (NVDEC: {nvdec_unavailable_reason(device)})"))
+    report = Report(args.out, head)
+    results: dict[str, float | None] = {}
+
+    rows, fast, scorer, results["detector"] = detector_rows(args, device, on_compute)
+    report.table(f"Detector alone ({args.arch}, batch {args.batch}, crops already on {device})",
+                 ["scorer", "weights", "crops/s", "compile + warm-up s"], rows)  # fmt: skip
+    report.table("Decode alone (sampled frames of single-face clips)", ["decoder", "videos/s", "frames/s"],
+                 decode_rows(args, clips, decoder, kind, jobs))  # fmt: skip
+    try:
+        single = [decoder.decode_frames(VideoJob(n)) for n in clips.names]
+        crowd = [decoder.decode_frames(VideoJob(n)) for n in clips.crowd]
+        detector = on_compute(lambda: TorchFaceDetector(FacesConfig(), device, batch_size=args.face_batch))
+    except Exception as exc:  # noqa: BLE001 - nothing below can run without frames and SCRFD
+        report.failed("Faces and the whole path", exc)
+        compute.shutdown()
+        return 1
+    rows, results["faces"] = face_rows(args, device, detector, on_compute,
+                                       (("single face", single), ("crowd (29 faces)", crowd)))  # fmt: skip
+    report.table(f"Faces on {device} (640 px letterbox, batch {args.face_batch})",
+                 ["frames", "network frames/s", "detect+NMS frames/s", "align crops/s", "faces"], rows)  # fmt: skip
+    rows, results["cpu_videos"] = cpu_face_rows(args, single)
+    report.table("Today's CPU face stage (same frames, on the host)", ["stage", "frames/s", "videos/s bound"], rows)
+    del single, crowd
+    scorer_for_path = fast or DeviceScorer(scorer, weights_dtype=None, buckets=(args.batch,))
+    rows, results["node"] = node_rows(args, device, decoder, DeviceFaceCropper(FacesConfig(), detector),
+                                      scorer_for_path, compute, jobs)  # fmt: skip
+    report.table(f"Whole path on {device}: {len(jobs)} single-face videos, decode -> faces -> align -> detector",
+                 ["setup", "videos/s", "frames/s", "crops/s", "GPU busy", "batch fill",
+                  "ms/video: decode / decode+queue / faces / detect"], rows)  # fmt: skip
+    note = "" if device.type == "cuda" else "A CPU run: these numbers say nothing about a GPU node."
+    report.table("Targets (issue 13)", ["target", "goal", "measured", "status"],
+                 target_rows(results, device.type == "cuda"), note=note)  # fmt: skip
     compute.shutdown()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(head + report.lines) + "\n")
     print(f"\nwrote {args.out}", flush=True)
     return 0
 

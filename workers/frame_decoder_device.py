@@ -246,10 +246,11 @@ class NvdecFrameDecoder:
         local = self._local
         if getattr(local, "decoder", None) is None:
             local.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+            # PyNvVideoCodec's own context and stream (its defaults, as NVIDIA's samples): torch.from_dlpack
+            # hands it our stream to order its frames before our kernels read them.
             local.decoder = self._nvc.SimpleDecoder(
                 path,
                 gpu_id=self.device.index or 0,
-                cuda_stream=local.stream.cuda_stream if local.stream is not None else 0,
                 use_device_memory=True,
                 output_color_type=self._nvc.OutputColorType.RGB,
             )

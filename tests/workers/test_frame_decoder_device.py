@@ -37,7 +37,7 @@ class FakeSimpleDecoder:
     fail_on: set[str] = set()
     empty_on: set[str] = set()
 
-    def __init__(self, path, gpu_id=0, cuda_stream=0, use_device_memory=True, output_color_type=None):
+    def __init__(self, path, gpu_id=0, use_device_memory=True, output_color_type=None):
         assert use_device_memory and output_color_type == "RGB" and gpu_id == 0
         FakeSimpleDecoder.opened.append(Path(path).name)
         self._load(path)
@@ -187,4 +187,4 @@ def test_real_nvdec_decodes_the_sampled_frames_of_a_clip():
     assert got.decoder == "nvdec" and got.frames.is_cuda and len(got.indices) == 8
     reference = FakeSimpleDecoder(str(clips.source.video_root / name), output_color_type="RGB")  # OpenCV's decode
     want = np.stack([reference.frames[i] for i in got.indices])
-    assert np.abs(got.frames.cpu().numpy().astype(int) - want).mean() < 3
+    assert np.abs(got.frames.cpu().numpy().astype(int) - want).mean() < 4  # same bitstream, two RGB conversions
