@@ -265,6 +265,16 @@ class ClipguardConfig(BaseSettings):
     thresholds: ThresholdConfig = ThresholdConfig()
     log: LogConfig = LogConfig()
 
+    @model_validator(mode="after")
+    def _gpu_stage_pool_is_fixed(self) -> ClipguardConfig:
+        if self.gpu_node.actors and self.autoscale.enabled:
+            msg = (
+                "autoscale.enabled with gpu_node.actors > 0: the autoscaler sizes face and detector pools, "
+                "which a GPU node does not have; size the GPU stage with gpu_node.actors"
+            )
+            raise ValueError(msg)
+        return self
+
     def with_model_files(self) -> ClipguardConfig:
         """This config with its model files found (model directory, then working directory) as absolute paths.
 

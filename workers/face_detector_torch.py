@@ -234,11 +234,13 @@ class TorchFaceDetector:
         # insightface's NMS counts inclusive pixels: widen by one so the IoUs agree.
         widened = cand_boxes + torch.tensor([0.0, 0.0, 1.0, 1.0], device=cand_boxes.device)
         keep = batched_nms(widened, cand_scores, frame_idx, self._nms)  # by decreasing score
-        kept_frame = frame_idx[keep]
-        kept_boxes, kept_scores = cand_boxes[keep], cand_scores[keep]
-        kept_kps = kps[frame_idx[keep], anchor_idx[keep]]
-        out = []
-        for b in range(score.shape[0]):
-            mine = kept_frame == b
-            out.append(FrameFaces(boxes=kept_boxes[mine], scores=kept_scores[mine], landmarks=kept_kps[mine]))
-        return out
+        # Group by frame with one stable sort (score order kept within a frame) and one host sync.
+        keep = keep[torch.sort(frame_idx[keep], stable=True).indices]
+        counts = torch.bincount(frame_idx[keep], minlength=score.shape[0]).tolist()
+        parts = zip(
+            torch.split(cand_boxes[keep], counts),
+            torch.split(cand_scores[keep], counts),
+            torch.split(kps[frame_idx[keep], anchor_idx[keep]], counts),
+            strict=True,
+        )
+        return [FrameFaces(boxes=b, scores=sc, landmarks=k) for b, sc, k in parts]
