@@ -189,6 +189,20 @@ class ModelConfig(InferenceConfig):
         "tuning and l2_normalize unless they are given"
     )  # fmt: skip
     aggregation: Literal["mean", "median"] = "mean"
+    # CUDA serving only (clipguard/model/device_scorer.py); the CPU path stays the plain fp32 scorer.
+    batch_buckets: tuple[int, ...] = Field(
+        (16, 64, 128, 256), min_length=1, description="CUDA: fixed detector batch sizes; partial batches are padded"
+    )
+    compile_mode: Literal["none", "default", "reduce-overhead", "max-autotune"] = Field(
+        "reduce-overhead", description="CUDA: torch.compile mode of the detector (reduce-overhead adds CUDA graphs)"
+    )
+
+    @model_validator(mode="after")
+    def _positive_buckets(self) -> ModelConfig:
+        if min(self.batch_buckets) < 1:
+            msg = f"batch_buckets must be positive, got {self.batch_buckets}"
+            raise ValueError(msg)
+        return self
 
     def with_checkpoint_identity(self) -> ModelConfig:
         """This section with the tower fields its checkpoint's manifest fixes, where they were not given.
@@ -259,6 +273,25 @@ class StreamConfig(Section):
     video_timeout_s: float = Field(600.0, gt=0, description="a video still unfinished after this errors out")
 
 
+class GpuNodeConfig(Section):
+    """The fused GPU stage (workers/gpu_stage_actor.py): decode, faces, alignment and the detector on one device.
+
+    With ``actors`` > 0 the stream runs these actors, fed by the Kafka consumers,
+    instead of separate face and detector actors: a video's frames cross to the
+    GPU once (NVDEC decodes straight into GPU memory) and only boxes and scores
+    come back. ``auto`` devices resolve at actor start and say so in the log once,
+    with the reason when a GPU-node capability (CUDA, NVDEC) is missing.
+    """
+
+    actors: int = Field(0, ge=0, description="fused GPU actors; 0 = decoder -> face -> detector actors")
+    num_gpus: float = Field(1.0, ge=0, description="GPUs per fused actor (0 only for CPU test clusters)")
+    num_cpus: float = Field(4.0, gt=0, description="CPUs per fused actor (its decode threads and Python)")
+    decode_device: Device = Field("auto", description="cuda = NVDEC (PyNvVideoCodec); cpu = ffmpeg + one upload")
+    faces_device: Device = Field("auto", description="where SCRFD (torch), NMS and the alignment warp run")
+    decode_workers: int = Field(4, ge=1, description="videos decoded at once per fused actor (decode threads)")
+    face_batch: int = Field(64, ge=1, description="frames per SCRFD forward pass")
+
+
 class AutoscaleConfig(Section):
     """Pool sizes follow Kafka lag and stage queues between these bounds (see pipeline/autoscaler.py).
 
@@ -323,6 +356,7 @@ class ClipguardConfig(BaseSettings):
     faces: FacesConfig = FacesConfig()
     model: ModelConfig = ModelConfig()
     stream: StreamConfig = StreamConfig()
+    gpu_node: GpuNodeConfig = GpuNodeConfig()
     autoscale: AutoscaleConfig = AutoscaleConfig()
     thresholds: ThresholdConfig = ThresholdConfig()
     log: LogConfig = LogConfig()
@@ -356,6 +390,16 @@ class ClipguardConfig(BaseSettings):
         if self.redis.url == EMBEDDED and "url" not in self.redis.model_fields_set:
             implicit.append("redis.url")
         return implicit
+
+    @model_validator(mode="after")
+    def _gpu_stage_pool_is_fixed(self) -> ClipguardConfig:
+        if self.gpu_node.actors and self.autoscale.enabled:
+            msg = (
+                "autoscale.enabled with gpu_node.actors > 0: the autoscaler sizes face and detector pools, "
+                "which a GPU node does not have; size the GPU stage with gpu_node.actors"
+            )
+            raise ValueError(msg)
+        return self
 
     def with_model_files(self) -> ClipguardConfig:
         """This config with its model files found (model directory, then working directory) as absolute paths.

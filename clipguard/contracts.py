@@ -2,6 +2,8 @@
 
 Kafka message -> :class:`VideoJob` -> :class:`SampledFrame` (decoder) ->
 :class:`FaceCrop` (faces, in a :class:`FaceStageResult`) -> :class:`CropScore` (detector) -> :class:`Verdict` (Redis).
+On a GPU node one fused stage turns a :class:`VideoJob` into a :class:`VideoAnalysis`
+(frames and crops never leave the device; only these host values do).
 
 All are frozen dataclasses of plain values and numpy arrays, so they pickle
 cheaply through Ray's object store and carry the ids every log line needs.
@@ -120,6 +122,27 @@ class CropScore:
     box: tuple[float, float, float, float]
     det_score: float
     p_fake: float
+
+
+@dataclass(frozen=True)
+class VideoAnalysis:
+    """The fused GPU stage's output for one video (decode, faces, alignment and scores on one device).
+
+    Attributes:
+        crop_scores: One score per crop, in frame order (within a frame: by policy order).
+        frames_sampled: Frames decoded.
+        frames_with_faces: Frames where the detector found at least one face.
+        faces_found: Faces detected over all frames, before the per-frame policy.
+        timings_s: Seconds per stage inside the fused stage (``probe``, ``decode``, ``faces``, ``detect``).
+        decoder: ``nvdec`` or ``ffmpeg``: what decoded this video.
+    """
+
+    crop_scores: tuple[CropScore, ...]
+    frames_sampled: int
+    frames_with_faces: int
+    faces_found: int
+    timings_s: dict[str, float] = field(default_factory=dict)
+    decoder: str = ""
 
 
 @dataclass(frozen=True)

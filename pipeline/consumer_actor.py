@@ -4,6 +4,9 @@ Each decoder owns one KafkaSource (partitions are spread over decoders by the
 group), decodes its videos locally (ffmpeg subprocesses on a small thread
 pool), sends frames to the least-busy face actor and crops to the least-busy
 detector, and stores the verdict before committing (``pipeline.consume_loop``).
+On a GPU node (``gpu_node.actors`` > 0) it decodes nothing itself: each job goes
+whole to the least-busy GPU stage actor, which decodes, finds faces and scores
+them on its device.
 Nothing here survives a restart on purpose: uncommitted messages are simply
 redelivered.
 """
@@ -19,7 +22,7 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from clipguard.config import ClipguardConfig
-from clipguard.contracts import FaceStageResult, SampledFrame, Verdict, VideoJob
+from clipguard.contracts import FaceStageResult, SampledFrame, Verdict, VideoAnalysis, VideoJob
 from clipguard.errors import ProcessKilledError
 from clipguard.logging_setup import quiet_third_party
 from clipguard.prometheus import StreamMetrics
@@ -35,22 +38,30 @@ log = logging.getLogger(__name__)
 
 @ray.remote
 class ConsumerActor:
-    def __init__(self, cfg: ClipguardConfig, name: str, faces: list, detectors: list, model_version: str) -> None:
+    def __init__(
+        self,
+        cfg: ClipguardConfig,
+        name: str,
+        faces: list,
+        detectors: list,
+        model_version: str,
+        gpu_stages: list | None = None,
+    ) -> None:
         quiet_third_party()  # format and level come from the job's LoggingConfig (ray.init on the driver)
         self.cfg = cfg
         self.name = name
-        self.faces = StageRouter(faces)
-        self.detectors = StageRouter(detectors)
+        self.faces = StageRouter(faces) if faces else None
+        self.detectors = StageRouter(detectors) if detectors else None
+        self.gpu_stages = StageRouter(gpu_stages) if gpu_stages else None
         self.version = model_version
         self.frame_decoder = FrameDecoder(cfg.source, cfg.sampling)
         self.decode_slots = asyncio.Semaphore(cfg.stream.decode_concurrency)
         self.metrics = StreamMetrics.create()
-        self.stages = Stages(
-            decode=self._decode,
-            faces=self._faces,
-            score=self._score,
-            worker_errors=(RayActorError, ActorDiedError, ActorUnavailableError, ProcessKilledError),
-        )
+        worker_errors = (RayActorError, ActorDiedError, ActorUnavailableError, ProcessKilledError)
+        if self.gpu_stages is not None:
+            self.stages = Stages(analyse=self._analyse, worker_errors=worker_errors)
+        else:
+            self.stages = Stages(decode=self._decode, faces=self._faces, score=self._score, worker_errors=worker_errors)
         self.loop = ConsumeLoop(
             source_factory=lambda: KafkaSource(cfg.kafka, client_id=f"clipguard-{name}"),
             store=VerdictStore(cfg.redis),
@@ -70,11 +81,14 @@ class ConsumerActor:
         self.loop.stop()
 
     def stats(self) -> ConsumerStats:
+        if self.gpu_stages is not None:  # one fused stage: its calls count as face and detector work
+            return ConsumerStats.of(self.loop.stats, self.name, self.gpu_stages.outstanding, 0)
         return ConsumerStats.of(self.loop.stats, self.name, self.faces.outstanding, self.detectors.outstanding)
 
     def set_pools(self, faces: list, detectors: list) -> None:
-        self.faces.replace(faces)
-        self.detectors.replace(detectors)
+        if self.gpu_stages is None:
+            self.faces.replace(faces)
+            self.detectors.replace(detectors)
 
     def pid(self) -> int:
         """This worker's process id (fault-injection tests, memory probes)."""
@@ -94,6 +108,11 @@ class ConsumerActor:
     async def _score(self, crops: np.ndarray) -> np.ndarray:
         with self.detectors.lease() as actor:
             return await actor.score.remote(crops)
+
+    async def _analyse(self, job: VideoJob) -> VideoAnalysis:
+        self.metrics.videos_in.inc()
+        with self.gpu_stages.lease() as actor:
+            return await actor.analyse.remote(job)
 
     def _observe(self, verdict: Verdict) -> None:
         m = self.metrics

@@ -3,6 +3,13 @@
   decoders (Kafka group members, ffmpeg) ──► face actors (SCRFD) ──► detector actors (CLIP)
         └──────────── verdict to Redis, then offset commit ◄────────────────┘
 
+On a GPU node (``gpu_node.actors`` > 0) the face and detector actors are
+replaced by GPU stage actors, one per GPU, that decode (NVDEC), find faces,
+align and score a whole video on the device; the decoders then only consume
+Kafka and store verdicts:
+
+  decoders (Kafka group members) ──► GPU stage actors (NVDEC, SCRFD, warp, CLIP on one GPU)
+
 Face and detector actors restart on failure (``max_restarts``) and their calls
 are retried (``max_task_retries``), so a killed actor's in-flight videos are
 redone; a decoder's long ``run`` call is retried on its restarted actor, which
@@ -24,13 +31,16 @@ from clipguard.errors import ClipguardError, ConfigError
 from pipeline.consume_loop import ConsumerStats
 from pipeline.consumer_actor import ConsumerActor
 from workers.face_actor import FaceActor
+from workers.gpu_stage_actor import GpuStageActor
 from workers.scorer_actor import ScorerActor
 
 log = logging.getLogger(__name__)
 
 
 def cpus_needed(cfg: ClipguardConfig) -> float:
-    s = cfg.stream
+    s, g = cfg.stream, cfg.gpu_node
+    if g.actors:
+        return s.decoders * s.decoder_num_cpus + g.actors * g.num_cpus
     return s.decoders * s.decoder_num_cpus + s.face_workers * s.face_num_cpus + s.detectors * s.detector_num_cpus
 
 
@@ -48,6 +58,7 @@ class Topology:
     faces: list[Any] = field(default_factory=list)
     detectors: list[Any] = field(default_factory=list)
     decoders: list[Any] = field(default_factory=list)
+    gpu_stages: list[Any] = field(default_factory=list)
     runs: dict[Any, Any] = field(default_factory=dict)  # ObjectRef of run() -> decoder handle
     _next_id: int = 0
 
@@ -68,21 +79,36 @@ class Topology:
             max_concurrency=1000,  # async actor: many videos wait on one batch loop
         ).remote(self.cfg.model, s.batch_size, s.batch_wait_ms)
 
+    def _gpu_stage_actor(self) -> Any:
+        g, s = self.cfg.gpu_node, self.cfg.stream
+        return GpuStageActor.options(
+            num_cpus=g.num_cpus,
+            num_gpus=g.num_gpus,
+            max_restarts=s.max_restarts,
+            max_task_retries=s.max_restarts,
+            max_concurrency=1000,  # async actor: many videos in flight share its detector batches
+        ).remote(self.cfg)
+
     def _decoder_actor(self) -> Any:
         name = f"decoder-{self._next_id}"
         self._next_id += 1
         return ConsumerActor.options(
             num_cpus=self.cfg.stream.decoder_num_cpus, max_restarts=-1, max_task_retries=-1, max_concurrency=1000
-        ).remote(self.cfg, name, self.faces, self.detectors, self.model_version)
+        ).remote(self.cfg, name, self.faces, self.detectors, self.model_version, self.gpu_stages)
 
     def start(self) -> Topology:
         s = self.cfg.stream
-        self.detectors = [self._detector_actor() for _ in range(s.detectors)]
-        self.faces = [self._face_actor() for _ in range(s.face_workers)]
+        if self.cfg.gpu_node.actors:
+            self.gpu_stages = [self._gpu_stage_actor() for _ in range(self.cfg.gpu_node.actors)]
+            scorers, what = self.gpu_stages, "GPU stage"
+        else:
+            self.detectors = [self._detector_actor() for _ in range(s.detectors)]
+            self.faces = [self._face_actor() for _ in range(s.face_workers)]
+            scorers, what = self.detectors, "detector"
         # Surface construction errors (missing model file, bad checkpoint) before consuming anything.
-        versions = _get_or_raise([d.model_version.remote() for d in self.detectors], "detector")
+        versions = _get_or_raise([d.model_version.remote() for d in scorers], what)
         if len(set(versions)) != 1:
-            msg = f"detectors loaded different models: {sorted(set(versions))}"
+            msg = f"{what} actors loaded different models: {sorted(set(versions))}"
             raise ConfigError(msg)
         self.model_version = versions[0]
         _get_or_raise([f.ready.remote() for f in self.faces], "face")
@@ -106,6 +132,9 @@ class Topology:
             while len(self.decoders) > n:
                 decoder = self.decoders.pop()
                 decoder.stop.remote()  # run() returns after draining; the actor is then released
+            return
+        if self.gpu_stages:
+            log.warning("the %s pool is not used on a GPU node (gpu_node.actors > 0); not resized", stage)
             return
         pools = {"face_workers": (self.faces, self._face_actor), "detectors": (self.detectors, self._detector_actor)}
         pool, make = pools[stage]
@@ -158,7 +187,7 @@ class Topology:
         if pending:
             log.error("%d decoders did not stop within %.0fs; their uncommitted videos will be redelivered",
                       len(pending), timeout_s)  # fmt: skip
-        for actor in self.decoders + self.faces + self.detectors:
+        for actor in self.decoders + self.faces + self.detectors + self.gpu_stages:
             ray.kill(actor, no_restart=True)
         return results
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from clipguard.aggregation import aggregate, label_for, most_suspicious, track_scores
 from clipguard.config import ClipguardConfig
-from clipguard.contracts import CropScore, FaceStageResult, SampledFrame, Verdict, VideoJob
+from clipguard.contracts import CropScore, FaceStageResult, SampledFrame, Verdict, VideoAnalysis, VideoJob
 from clipguard.errors import ClipguardError, DecodeTimeoutError, WorkerLostError
 
 log = logging.getLogger(__name__)
@@ -28,14 +28,25 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Stages:
-    """The three stage calls; each may raise a ClipguardError for the video."""
+    """The stage calls; each may raise a ClipguardError for the video.
+
+    Either the three CPU-path stages (decode, faces, score) or, on a GPU node,
+    ``analyse``: the fused GPU stage that takes the job and returns its crop scores.
+    """
 
     # -> (frames, (width, height) of the upright source video, for reporting boxes)
-    decode: Callable[[VideoJob], Awaitable[tuple[list[SampledFrame], tuple[int, int] | None]]]
-    faces: Callable[[str, list[SampledFrame], tuple[int, int] | None], Awaitable[FaceStageResult]]
-    score: Callable[[np.ndarray], Awaitable[np.ndarray]]
+    decode: Callable[[VideoJob], Awaitable[tuple[list[SampledFrame], tuple[int, int] | None]]] | None = None
+    faces: Callable[[str, list[SampledFrame], tuple[int, int] | None], Awaitable[FaceStageResult]] | None = None
+    score: Callable[[np.ndarray], Awaitable[np.ndarray]] | None = None
     # exception types that mean "a worker died" (e.g. ray.exceptions.RayActorError)
     worker_errors: tuple[type[BaseException], ...] = ()
+    analyse: Callable[[VideoJob], Awaitable[VideoAnalysis]] | None = None
+
+    def __post_init__(self) -> None:
+        split = (self.decode, self.faces, self.score)
+        if (self.analyse is None) == (None in split):
+            msg = "Stages needs either decode, faces and score, or analyse (the fused GPU stage), not both"
+            raise ValueError(msg)
 
 
 def _log_stage(job: VideoJob, stage: str, seconds: float, **counts: int) -> None:
@@ -62,38 +73,10 @@ def error_verdict(job: VideoJob, model_version: str, exc: ClipguardError, **extr
     )
 
 
-async def _run_stages(job: VideoJob, stages: Stages, cfg: ClipguardConfig, model_version: str, received_at: str,
-                      timings: dict[str, float]) -> Verdict:  # fmt: skip
-    t0 = time.perf_counter()
-    frames, source_size = await stages.decode(job)
-    t1 = time.perf_counter()
-    timings["decode"] = t1 - t0
-    _log_stage(job, "decode", timings["decode"], frames=len(frames))
-    faces = await stages.faces(job.video_id, frames, source_size)
-    del frames  # the frames are not needed past the face stage
-    t2 = time.perf_counter()
-    timings["faces"] = t2 - t1
-    _log_stage(job, "faces", timings["faces"], crops=len(faces.crops), faces_found=faces.faces_found)
-    common = {
-        "video_id": job.video_id,
-        "model_version": model_version,
-        "frames_sampled": faces.frames_sampled,
-        "frames_with_faces": faces.frames_with_faces,
-        "faces_found": faces.faces_found,
-        "source": job.source,
-        "metadata": job.metadata,
-        "received_at": received_at,
-        "timings_s": timings,
-    }
-    if not faces.crops:
+def _verdict(job: VideoJob, cfg: ClipguardConfig, scores: tuple[CropScore, ...], common: dict[str, Any]) -> Verdict:
+    """``done`` with the scores aggregated, or ``no_face`` when there are none."""
+    if not scores:
         return Verdict(status="no_face", completed_at=now_iso(), **common)
-    p_fake = await stages.score(np.stack([c.image for c in faces.crops]))
-    timings["detect"] = time.perf_counter() - t2
-    _log_stage(job, "detect", timings["detect"], crops=len(p_fake))
-    scores = tuple(
-        CropScore(job.video_id, c.frame_index, c.track_id, c.box, c.det_score, float(p))
-        for c, p in zip(faces.crops, p_fake, strict=True)
-    )
     method = cfg.model.aggregation
     video_p = aggregate([s.p_fake for s in scores], method)
     tracks = track_scores(scores, method)
@@ -107,6 +90,59 @@ async def _run_stages(job: VideoJob, stages: Stages, cfg: ClipguardConfig, model
         completed_at=now_iso(),
         **common,
     )
+
+
+def _common(job: VideoJob, model_version: str, received_at: str, timings: dict[str, float],
+            counts: FaceStageResult | VideoAnalysis) -> dict[str, Any]:  # fmt: skip
+    return {
+        "video_id": job.video_id,
+        "model_version": model_version,
+        "frames_sampled": counts.frames_sampled,
+        "frames_with_faces": counts.frames_with_faces,
+        "faces_found": counts.faces_found,
+        "source": job.source,
+        "metadata": job.metadata,
+        "received_at": received_at,
+        "timings_s": timings,
+    }
+
+
+async def _run_fused(job: VideoJob, stages: Stages, cfg: ClipguardConfig, model_version: str, received_at: str,
+                     timings: dict[str, float]) -> Verdict:  # fmt: skip
+    t0 = time.perf_counter()
+    analysis = await stages.analyse(job)
+    timings.update(analysis.timings_s)
+    timings["gpu_stage"] = time.perf_counter() - t0
+    _log_stage(job, "gpu_stage", timings["gpu_stage"], crops=len(analysis.crop_scores),
+               faces_found=analysis.faces_found)  # fmt: skip
+    return _verdict(job, cfg, analysis.crop_scores, _common(job, model_version, received_at, timings, analysis))
+
+
+async def _run_stages(job: VideoJob, stages: Stages, cfg: ClipguardConfig, model_version: str, received_at: str,
+                      timings: dict[str, float]) -> Verdict:  # fmt: skip
+    if stages.analyse is not None:
+        return await _run_fused(job, stages, cfg, model_version, received_at, timings)
+    t0 = time.perf_counter()
+    frames, source_size = await stages.decode(job)
+    t1 = time.perf_counter()
+    timings["decode"] = t1 - t0
+    _log_stage(job, "decode", timings["decode"], frames=len(frames))
+    faces = await stages.faces(job.video_id, frames, source_size)
+    del frames  # the frames are not needed past the face stage
+    t2 = time.perf_counter()
+    timings["faces"] = t2 - t1
+    _log_stage(job, "faces", timings["faces"], crops=len(faces.crops), faces_found=faces.faces_found)
+    common = _common(job, model_version, received_at, timings, faces)
+    if not faces.crops:
+        return _verdict(job, cfg, (), common)
+    p_fake = await stages.score(np.stack([c.image for c in faces.crops]))
+    timings["detect"] = time.perf_counter() - t2
+    _log_stage(job, "detect", timings["detect"], crops=len(p_fake))
+    scores = tuple(
+        CropScore(job.video_id, c.frame_index, c.track_id, c.box, c.det_score, float(p))
+        for c, p in zip(faces.crops, p_fake, strict=True)
+    )
+    return _verdict(job, cfg, scores, common)
 
 
 async def process_video(job: VideoJob, stages: Stages, cfg: ClipguardConfig, model_version: str,

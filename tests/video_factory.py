@@ -239,6 +239,7 @@ def make_pan_video(
     pan_px: float = 4.0,
     zoom: float = 0.0,
     gop: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Path:
     """Slow pan (and optional zoom) over a photo, e.g. the Solvay group photo.
 
@@ -252,6 +253,7 @@ def make_pan_video(
         pan_px: Horizontal pan per frame, in photo pixels.
         zoom: Relative shrink of the window per frame (0 = none).
         gop: Keyframe interval (default x264's, 250 frames).
+        extra: More ffmpeg output options (later ones win, e.g. ``("-preset", "medium", "-crf", "26")``).
     """
     img = load_photo(photo)
     ih, iw = img.shape[:2]
@@ -266,13 +268,23 @@ def make_pan_video(
             view = img[int(y0) : int(y0 + h), max(0, int(x0)) : int(x0 + w)]
             yield cv2.resize(view, size, interpolation=cv2.INTER_AREA)
 
-    return _encode_frames(path, frames(), size, fps, *(["-g", str(gop)] if gop else []))
+    return _encode_frames(path, frames(), size, fps, *(["-g", str(gop)] if gop else []), *extra)
 
 
 def make_portrait_video(
-    path: Path, photo: str = "astronaut", n_frames: int = 6, fps: float = 6, *, size: tuple[int, int] = (640, 360)
+    path: Path,
+    photo: str = "astronaut",
+    n_frames: int = 6,
+    fps: float = 6,
+    *,
+    size: tuple[int, int] = (640, 360),
+    step_px: int = 12,
+    extra: tuple[str, ...] = (),
 ) -> Path:
-    """One face moving across a grey canvas (the photo scaled to the canvas height, sliding right)."""
+    """One face moving across a grey canvas (the photo scaled to the canvas height, sliding right ``step_px`` a frame).
+
+    ``extra``: more ffmpeg output options (later ones win).
+    """
     img = load_photo(photo)
     scale = size[1] / img.shape[0]
     face = cv2.resize(img, (int(img.shape[1] * scale), size[1]), interpolation=cv2.INTER_AREA)
@@ -280,11 +292,11 @@ def make_portrait_video(
     def frames() -> Iterator[np.ndarray]:
         for k in range(n_frames):
             canvas = np.full((size[1], size[0], 3), 128, np.uint8)
-            x = min(size[0] - face.shape[1], 40 + 12 * k)
+            x = min(size[0] - face.shape[1], 40 + step_px * k)
             canvas[:, x : x + face.shape[1]] = face[:, : size[0] - x]
             yield canvas
 
-    return _encode_frames(path, frames(), size, fps)
+    return _encode_frames(path, frames(), size, fps, *extra)
 
 
 def make_no_face_video(path: Path, n_frames: int = 4, size: tuple[int, int] = (320, 240)) -> Path:

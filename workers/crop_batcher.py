@@ -3,7 +3,8 @@
 Many videos call :meth:`CropBatcher.score` at once (the scorer actor is async);
 their crops queue in arrival order and :class:`~workers.batching.BatchPlanner`
 decides when a batch goes (full, or the oldest crop waited ``max_wait_s``). The
-model runs on a worker thread, so the next batch fills meanwhile. A failing batch
+model runs on a worker thread (or the executor given), so the next batch fills meanwhile.
+Crops may be numpy arrays or device tensors (``concat`` joins them). A failing batch
 fails every video with crops in it, with the model's own error; the others go on.
 """
 
@@ -12,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +50,9 @@ class CropBatcher:
         max_batch: crops per call at most.
         max_wait_s: longest a crop waits for its batch to fill.
         on_batch: called with a :class:`BatchReport` before each call (metrics).
+        concat: joins the requests' crop slices into one batch (``torch.cat`` for device tensors).
+        executor: where ``score_batch`` runs (None: asyncio's default thread pool); a one-thread
+            executor keeps every model call on one thread, as CUDA graphs need.
     """
 
     def __init__(
@@ -55,8 +61,12 @@ class CropBatcher:
         max_batch: int,
         max_wait_s: float,
         on_batch: Callable[[BatchReport], None] = lambda report: None,
+        concat: Callable[[Sequence[Any]], Any] = np.concatenate,
+        executor: Executor | None = None,
     ) -> None:
         self._score_batch = score_batch
+        self._concat = concat
+        self._executor = executor
         self._planner = BatchPlanner(max_batch, max_wait_s)
         self._on_batch = on_batch
         self._requests: dict[int, _Request] = {}
@@ -72,7 +82,9 @@ class CropBatcher:
 
     async def score(self, crops: np.ndarray) -> np.ndarray:
         """p_fake for each crop of one video, batched with other videos' crops."""
-        if self._loop_task is None:  # created on first use: it needs the running loop
+        loop = asyncio.get_running_loop()
+        # Created on first use (it needs the running loop), and again under a new loop (a rerun of asyncio.run).
+        if self._loop_task is None or self._loop_task.get_loop() is not loop:
             self._wakeup = asyncio.Event()
             self._loop_task = asyncio.create_task(self._batch_loop())
         if len(crops) == 0:
@@ -99,10 +111,10 @@ class CropBatcher:
         while True:
             await self._wait_for_batch()
             segments = self._planner.take()
-            batch = np.concatenate([self._requests[s.request_id].crops[s.start : s.stop] for s in segments])
+            batch = self._concat([self._requests[s.request_id].crops[s.start : s.stop] for s in segments])
             self._on_batch(BatchReport(len(batch), len(batch) / self._planner.max_batch, self.pending_items))
             try:
-                scores = await asyncio.to_thread(self._score_batch, batch)
+                scores = await asyncio.get_running_loop().run_in_executor(self._executor, self._score_batch, batch)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting video, never swallowed
                 self._fail(segments, exc)
                 continue

@@ -2,21 +2,24 @@
 
 The model is :class:`clipguard.model.CropScorer`; the batching is
 :class:`workers.crop_batcher.CropBatcher`. Calls from many consumers land on one
-asyncio loop (an async actor), and the model runs on a thread so the next batch
-fills meanwhile.
+asyncio loop (an async actor), and the model runs on one thread so the next batch
+fills meanwhile. On CUDA the scorer runs as :class:`clipguard.model.DeviceScorer`
+(bf16 weights, fixed batch buckets, compiled and warmed up here, once); on the
+CPU it is the plain fp32 ``CropScorer``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import ray
 
 from clipguard.config import ModelConfig
 from clipguard.logging_setup import quiet_third_party
-from clipguard.model import CropScorer, DetectorConfig
+from clipguard.model import CropScorer, DetectorConfig, DeviceScorer
 from clipguard.prometheus import StreamMetrics
 from workers.crop_batcher import BatchReport, CropBatcher
 
@@ -28,8 +31,19 @@ class ScorerActor:
     def __init__(self, model_cfg: ModelConfig, batch_size: int, batch_wait_ms: int) -> None:
         quiet_third_party()  # format and level come from the job's LoggingConfig (ray.init on the driver)
         self.scorer = CropScorer.from_config(DetectorConfig.for_stream(model_cfg, batch_size), model_cfg.checkpoint)
+        score = self.scorer.score
+        # Every model call on one thread: CUDA graphs are replayed on the thread that captured them.
+        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="clipguard-detector")
+        if self.scorer.device.type == "cuda":
+            fast = DeviceScorer.for_serving(
+                self.scorer, buckets=model_cfg.batch_buckets, compile_mode=model_cfg.compile_mode
+            )
+            self.model_thread.submit(fast.warm_up).result()
+            score = fast.score
         self.metrics = StreamMetrics.create()
-        self.batcher = CropBatcher(self.scorer.score, batch_size, batch_wait_ms / 1000, on_batch=self._observe)
+        self.batcher = CropBatcher(
+            score, batch_size, batch_wait_ms / 1000, on_batch=self._observe, executor=self.model_thread
+        )
 
     def model_version(self) -> str:
         return self.scorer.version

@@ -85,6 +85,7 @@ class ProbeResult:
         coded_height: Height of decoded pictures before rotation.
         format_name: The demuxer ffprobe used.
         frame_count_method: ``header`` (``nb_frames``) or ``counted`` (packets).
+        pix_fmt: The stream's pixel format (``yuv420p``...), which decides what NVDEC can decode.
     """
 
     info: VideoInfo
@@ -93,6 +94,7 @@ class ProbeResult:
     coded_height: int
     format_name: str
     frame_count_method: Literal["header", "counted"]
+    pix_fmt: str = ""
 
 
 def probe_video(source: ResolvedSource, config: SourceConfig) -> ProbeResult:
@@ -166,6 +168,7 @@ def probe_video(source: ResolvedSource, config: SourceConfig) -> ProbeResult:
         coded_height=height,
         format_name=str(fmt.get("format_name", "")),
         frame_count_method=method,
+        pix_fmt=str(stream.get("pix_fmt", "")),
     )
 
 

@@ -25,6 +25,7 @@ _EXPORTS = {
     "clipguard.model.manifest": ("CheckpointManifest", "read_manifest"),
     "clipguard.model.config": ("CLIP_MEAN", "CLIP_STD", "DetectorConfig", "PreprocessConfig"),
     "clipguard.model.detector": ("Detector", "build_detector"),
+    "clipguard.model.device_scorer": ("DeviceScorer", "plan_batches"),
     "clipguard.model.head": ("HeadOutput", "NormLinearHead", "p_fake"),
     "clipguard.model.inference": ("CropScorer", "resolve_autocast_dtype", "resolve_device"),
     "clipguard.model.lntuning": (

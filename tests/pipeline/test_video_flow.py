@@ -96,3 +96,23 @@ def test_process_video_times_out_with_a_timeout_error_verdict():
     cfg = CFG.model_copy(update={"stream": StreamConfig(video_timeout_s=0.2)})
     v = asyncio.run(process_video(JOB, Stages(hang, _faces, _score), cfg, "m-1"))
     assert (v.status, v.error_kind) == ("error", "timeout")
+
+
+def test_fused_gpu_stage_result_becomes_the_same_verdict_shape():
+    from clipguard.contracts import CropScore, VideoAnalysis
+
+    async def analyse(job):
+        scores = tuple(CropScore(job.video_id, i, 0, (0.0, 0.0, 10.0, 10.0), 0.9, p) for i, p in enumerate((0.2, 0.6)))
+        return VideoAnalysis(scores, frames_sampled=4, frames_with_faces=2, faces_found=3,
+                             timings_s={"decode": 0.1, "faces": 0.2, "detect": 0.3}, decoder="nvdec")  # fmt: skip
+
+    async def nothing(job):
+        return VideoAnalysis((), frames_sampled=4, frames_with_faces=0, faces_found=0)
+
+    v = asyncio.run(process_video(JOB, Stages(analyse=analyse), CFG, "m-1"))
+    assert v.status == "done" and v.p_fake == pytest.approx(0.4) and len(v.crop_scores) == 2
+    assert (v.frames_sampled, v.frames_with_faces, v.faces_found) == (4, 2, 3)
+    assert {"decode", "faces", "detect", "gpu_stage", "total"} <= set(v.timings_s)
+    assert asyncio.run(process_video(JOB, Stages(analyse=nothing), CFG, "m-1")).status == "no_face"
+    with pytest.raises(ValueError, match="either"):
+        Stages(_decode, _faces, _score, analyse=analyse)
