@@ -149,6 +149,28 @@ def test_face_policy_all_keeps_every_face(tmp_path, ray_client):
     assert len(tracks) > 20
 
 
+def test_prepare_reads_a_dataset_layout_and_prints_progress(video_set, ray_address, tmp_path):
+    """The same videos as a Celeb-DF v2 tree: official test list, metadata columns, n/N lines with an ETA."""
+    videos = video_set.parent / "videos"
+    for rel, video in (("Celeb-real/id0_0000.mp4", "astronaut-real"), ("Celeb-real/id1_0000.mp4", "newton-real"),
+                       ("Celeb-synthesis/id1_id0_0000.mp4", "newton-fake")):  # fmt: skip
+        (tmp_path / "cdf" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cdf" / rel).write_bytes((videos / f"{video}.mp4").read_bytes())
+    (tmp_path / "cdf" / "YouTube-real").mkdir()
+    (tmp_path / "cdf" / "List_of_testing_videos.txt").write_text("1 Celeb-real/id0_0000.mp4\n")
+    args = ["--dataset", f"celebdf:{tmp_path / 'cdf'}", "--out", str(tmp_path / "out"), "--num-frames", "2",
+            "--workers", "1", "--ray-address", ray_address]  # fmt: skip
+    result = CliRunner().invoke(prepare_command, args, catch_exceptions=False)
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["done"] == 3 and summary["videos_per_split"] == {"train": 2, "val": 0, "test": 1}
+    rows = read_crop_manifest(tmp_path / "out" / "crops.csv")
+    fake = next(r for r in rows if r.label == 1)
+    assert fake.source_video == "Celeb-DF-v2:Celeb-real/id1_0000.mp4"
+    assert fake.metadata == {"identity": "id1", "face_identity": "id0"}  # extra columns of crops.csv
+    assert {r.split for r in rows if r.video_id == "Celeb-DF-v2:Celeb-real/id0_0000.mp4"} == {"test"}
+    assert "prepare 3/3 videos (100%)" in result.stderr and "videos/s  ETA" in result.stderr
+
+
 # --- manifests (no Ray) -------------------------------------------------------------------------
 def test_jsonl_manifest_with_numeric_labels_and_explicit_ids(tmp_path):
     lines = [

@@ -41,3 +41,15 @@ def test_a_terminal_gets_a_bar_with_problem_notes_above_it():
     progress.close()
     text = out.getvalue()
     assert "3/3" in text and "no_face  0 crops  b" in text and "done  4 crops  a" not in text
+
+
+def test_epoch_table_ends_with_the_run_eta(tmp_path, capsys):
+    from training.train_log import ProgressLog, read_log
+
+    log = ProgressLog(tmp_path, total_epochs=4)
+    log.write({"epoch": 0, "train_loss": 0.7, "epoch_s": 30.0})
+    log.write({"epoch": 1, "train_loss": 0.6, "epoch_s": 50.0})
+    header, first, second = capsys.readouterr().out.splitlines()
+    assert header.split()[-2:] == ["run", "ETA"]
+    assert first.split()[-1] == "0:01:30" and second.split()[-1] == "0:01:20"  # epochs left x mean epoch so far
+    assert list(read_log(tmp_path / "train_log.csv")[0]) == ["epoch", "train_loss", "epoch_s"]  # not in the CSV
