@@ -215,8 +215,12 @@ _SPLITS = click.Choice(["all", "train", "val", "test"])
               "them (<checkpoint>.thresholds.json, or --out/thresholds.json for the base model)")  # fmt: skip
 @click.option("--val-set", default=None, metavar="NAME=PATH", callback=_set_specs,
               help="validation set for --calibrate (never a test set); scored and reported too")  # fmt: skip
-@click.option("--val-split", type=_SPLITS, default=None,
-              help="split of --val-set to use [default: as --split]")  # fmt: skip
+@click.option(
+    "--val-split",
+    type=_SPLITS,
+    default=None,
+    help="split of --val-set to use [default: val for a LAYOUT:ROOT dataset, all rows of a manifest]",
+)
 @click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="--calibrate: largest share of real validation videos labelled fake")  # fmt: skip
 @click.option("--target-fnr", type=click.FloatRange(0, 1), default=None,
@@ -260,7 +264,6 @@ def evaluate_command(sets, test_sets, **opts) -> None:
     prepare = PrepareSettings(source=source, sampling=sampling, faces=faces, video_score=video_score,
                               video_root=opts["video_root"], workers=opts["prepare_workers"],
                               model_dir=opts["model_dir"])  # fmt: skip
-    val_split = opts["val_split"] if opts["val_split"] is not None else opts["split"]
     base = EvalOptions(
         model=_eval_model(opts, checkpoints[0]),
         sets=specs,
@@ -272,7 +275,7 @@ def evaluate_command(sets, test_sets, **opts) -> None:
         gpus_per_worker=opts["gpus_per_worker"],
         batch_size=opts["batch_size"],
         val_set=opts["val_set"],
-        val_split=val_split,
+        val_split=opts["val_split"],
         calibrate=opts["calibrate"],
         target_fpr=opts["target_fpr"],
         target_fnr=opts["target_fnr"],

@@ -51,7 +51,7 @@ class EvalOptions:
     gpus_per_worker: float = 0.0
     batch_size: int = 32
     val_set: SetSpec | None = None
-    val_split: str | None = None
+    val_split: str | None = None  # None: a dataset's val split, a manifest's every row
     calibrate: bool = False
     target_fpr: float = 0.01
     target_fnr: float | None = None
@@ -167,7 +167,7 @@ def run_evaluation(
                   for s in opts.sets]  # fmt: skip
         val_loaded = None
         if opts.val_set is not None:
-            val_loaded = load_set(opts.val_set, opts.val_split, prepared_root, opts.prepare,
+            val_loaded = load_set(opts.val_set, opts.val_split, prepared_root, opts.prepare, validation=True,
                                   progress=counter(f"prepare {opts.val_set.name}", "videos"))  # fmt: skip
         actors = start_scorers(opts.model, opts.workers, opts.batch_size, opts.cpus_per_worker, opts.gpus_per_worker)
         score = opts.prepare.video_score

@@ -60,9 +60,12 @@ class SetSpec:
     path: Path
     layout: str | None = None
 
-    def default_split(self) -> str:
-        """The split scored when none is asked for: a dataset's test split, a manifest's every row."""
-        return "test" if self.layout is not None else ALL
+    def default_split(self, validation: bool = False) -> str:
+        """The split used when none is asked for: a dataset's test (or, as a validation set, val) split, a
+        manifest's every row."""
+        if self.layout is None:
+            return ALL
+        return "val" if validation else "test"
 
 
 def parse_set_spec(text: str) -> SetSpec:
@@ -182,6 +185,8 @@ def load_set(
     prepare: PrepareSettings,
     on_video: Callable[[VideoOutcome], None] | None = None,
     progress: Progress | None = None,
+    *,
+    validation: bool = False,
 ) -> LoadedSet:
     """Read a crop manifest, or prepare a video manifest or dataset tree into ``prepared_root/<name>`` (Ray up).
 
@@ -192,8 +197,9 @@ def load_set(
         prepare: decode, face and video-score settings.
         on_video: called after each video prepared.
         progress: counts the videos prepared.
+        validation: the set is the validation set (a dataset's default split is then ``val``, never ``test``).
     """
-    split = spec.default_split() if split is None else split
+    split = spec.default_split(validation) if split is None else split
     if spec.layout is None and not spec.path.is_file():
         msg = f"test set {spec.name!r}: {spec.path} is not a file"
         raise ConfigError(msg)

@@ -147,6 +147,8 @@ def test_layout_specs_and_unknown_layouts(tmp_path):
     assert (spec.name, spec.layout, spec.path, spec.default_split()) == ("cdf", "celebdf", Path("/data/Celeb-DF-v2"),
                                                                           "test")  # fmt: skip
     assert parse_set_spec("dfdc:/data/dfdc").name == "dfdc"
+    assert spec.default_split(validation=True) == "val"  # a dataset as a validation set: never its test split
+    assert parse_set_spec("v=val.csv").default_split(validation=True) == "all"
     with pytest.raises(ConfigError, match="expected celebdf:ROOT"):
         split_layout_spec("celebdf:")
     with pytest.raises(ConfigError, match="unknown dataset layout"):
