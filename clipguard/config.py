@@ -163,8 +163,10 @@ class VideoScoreConfig(Section):
 
 
 def describe_video_score(definition: dict[str, Any]) -> str:
-    """One line for logs, verdicts and tables, e.g. ``all faces (max 32), most suspicious track (mean, >=2 crops),
-    32 frames``."""
+    """One line describing a definition, for logs, verdicts and tables.
+
+    E.g. ``all faces (max 32), most suspicious track (mean, >=2 crops), 32 frames``.
+    """
     d = definition
     faces = "largest face" if d["face_policy"] == "largest" else f"all faces (max {d['max_faces']})"
     if d["pooling"] == "crops":

@@ -121,8 +121,11 @@ def crop_options(command):
 def crop_configs(
     opts: dict, video_root: Path | None = None
 ) -> tuple[SourceConfig, SamplingConfig, FacesConfig, VideoScoreConfig]:
-    """Source, sampling, face and video-score settings from the flags :func:`crop_options` adds (and the
-    pooling flags, where the command has them)."""
+    """Source, sampling, face and video-score settings from the flags of :func:`crop_options`.
+
+    The video score's pooling comes from :func:`pooling_options` where the command has them (``evaluate``),
+    else from its defaults (``prepare`` records only which crops it made).
+    """
     source = SourceConfig(timeout_s=opts["decode_timeout"])
     if video_root is not None:
         source = source.model_copy(update={"video_root": video_root})
