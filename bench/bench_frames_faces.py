@@ -36,7 +36,7 @@ from pathlib import Path
 import onnxruntime
 
 from clipguard.assets import assets_dir
-from clipguard.config import FacesConfig, SamplingConfig, SourceConfig
+from clipguard.config import FacesConfig, SamplingConfig, SourceConfig, VideoScoreConfig
 from clipguard.contracts import VideoJob
 from clipguard.model_files import MODEL_DIR_ENV
 from tests.video_factory import make_pan_video
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault(MODEL_DIR_ENV, str(assets_dir() / "models"))  # the shared SCRFD model, named explicitly
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     detector = FaceDetector(FacesConfig(), intra_op_threads=args.threads)
-    cropper = FaceCropper(FacesConfig(policy="all"), detector)
+    cropper = FaceCropper(FacesConfig(), detector, selection=VideoScoreConfig(face_policy="all"))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_frames_faces_") as tmp:
         for size in sizes:

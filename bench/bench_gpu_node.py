@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 from bench.gpu_clips import ClipSet, load_clip_set, make_clip_set
-from clipguard.config import FacesConfig, SamplingConfig
+from clipguard.config import FacesConfig, SamplingConfig, VideoScoreConfig
 from clipguard.contracts import SampledFrame, VideoJob
 from clipguard.model import CropScorer, DetectorConfig, DeviceScorer
 from workers.face_alignment_torch import similarity_matrices, warp_crops
@@ -360,7 +360,8 @@ def cpu_face_rows(args, single) -> tuple[list[list[str]], float | None]:
         faces_cfg = FacesConfig()
         host = [SampledFrame(i, 0.0, f) for i, f in enumerate(torch.cat([v.frames for v in single]).cpu().numpy())]
         host = host[: args.cpu_face_frames]
-        cpu_cropper = FaceCropper(faces_cfg, FaceDetector(faces_cfg, providers=[CPU], intra_op_threads=os.cpu_count()))
+        cpu_cropper = FaceCropper(faces_cfg, FaceDetector(faces_cfg, providers=[CPU], intra_op_threads=os.cpu_count()),
+                                  selection=VideoScoreConfig())  # fmt: skip
         seconds = median_seconds(lambda: cpu_cropper.crop_video("bench", host), args.repeats, torch.device("cpu"))
         fps = len(host) / seconds
         return [[f"SCRFD onnxruntime, {os.cpu_count()} threads, + align + track", f"{fps:.1f}",
@@ -456,8 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     report.table("Today's CPU face stage (same frames, on the host)", ["stage", "frames/s", "videos/s bound"], rows)
     del single, crowd
     scorer_for_path = fast or DeviceScorer(scorer, weights_dtype=None, buckets=(args.batch,))
-    rows, results["node"] = node_rows(args, device, decoder, DeviceFaceCropper(FacesConfig(), detector),
-                                      scorer_for_path, compute, jobs)  # fmt: skip
+    cropper = DeviceFaceCropper(FacesConfig(), detector, selection=VideoScoreConfig())
+    rows, results["node"] = node_rows(args, device, decoder, cropper, scorer_for_path, compute, jobs)
     report.table(f"Whole path on {device}: {len(jobs)} single-face videos, decode -> faces -> align -> detector",
                  ["setup", "videos/s", "frames/s", "crops/s", "GPU busy", "batch fill",
                   "ms/video: decode / decode+queue / faces / detect"], rows)  # fmt: skip

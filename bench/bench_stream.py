@@ -53,13 +53,13 @@ from clipguard.aggregation import aggregate
 from clipguard.assets import assets_dir
 from clipguard.config import (
     ClipguardConfig,
-    FacesConfig,
     KafkaConfig,
     ModelConfig,
     RedisConfig,
     SamplingConfig,
     SourceConfig,
     StreamConfig,
+    VideoScoreConfig,
 )
 from clipguard.contracts import VideoJob
 from clipguard.model import CropScorer, DetectorConfig
@@ -135,7 +135,7 @@ class Local:
     def build(cls, cfg: ClipguardConfig) -> Local:
         return cls(
             FrameDecoder(cfg.source, cfg.sampling),
-            FaceCropper(cfg.faces),
+            FaceCropper(cfg.faces, selection=cfg.video_score),
             CropScorer.from_config(DetectorConfig.for_stream(cfg.model, cfg.stream.batch_size), cfg.model.checkpoint),
             cfg.stream.batch_size,
         )
@@ -409,7 +409,7 @@ def main() -> None:
     cfg = ClipguardConfig(
         source=SourceConfig(video_root=root),
         sampling=SamplingConfig(num_frames=args.frames),
-        faces=FacesConfig(policy="all"),
+        video_score=VideoScoreConfig(face_policy="all"),
         model=ModelConfig(arch=args.arch, pretrained=args.pretrained, device="cpu"),
         stream=StreamConfig(detectors=1, batch_size=32, batch_wait_ms=20, max_in_flight=4),
     )

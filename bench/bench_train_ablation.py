@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from clipguard.assets import REPO_ROOT, assets_dir  # noqa: E402
-from clipguard.config import FacesConfig, ModelConfig, SamplingConfig, SourceConfig  # noqa: E402
+from clipguard.config import FacesConfig, ModelConfig, SamplingConfig, SourceConfig, VideoScoreConfig  # noqa: E402
 from clipguard.model import CropScorer, DetectorConfig  # noqa: E402
 from tests.training.face_swap import identity_disjoint_set, write_video_set  # noqa: E402
 from training.crop_dataset import load_crop  # noqa: E402
@@ -76,7 +76,8 @@ def prepare(root: Path) -> Path:
         root / "prepared",
         source=SourceConfig(video_root=root),
         sampling=SamplingConfig(num_frames=8),
-        faces=FacesConfig(policy="largest"),
+        faces=FacesConfig(),
+        video_score=VideoScoreConfig.paper(),  # the largest face: how the paper trains
         workers=2,
     )
     if summary.done != len(specs):

@@ -141,11 +141,74 @@ class FacesConfig(Section):
     input_size: int = Field(640, ge=128)
     det_thresh: float = Field(0.5, gt=0, lt=1)
     nms_thresh: float = Field(0.4, gt=0, lt=1)
-    policy: Literal["all", "largest"] = Field("all", description="largest = paper protocol; all = moderation")
-    max_faces_per_frame: int = Field(32, ge=1)
     crop_size: int = Field(256, ge=32)
     margin_scale: float = Field(1.3, ge=1.0)
     track_iou: float = Field(0.3, gt=0, lt=1, description="min box IoU to link a face to a track")
+
+
+class VideoScoreConfig(Section):
+    """How a video's score is made from its faces: one definition for prepare, evaluate, calibration and the stream.
+
+    ``face_policy`` picks the crops (per sampled frame: the largest face, docs/method.md §5, or every face up to
+    ``max_faces``); ``pooling`` turns their p_fake into the video's (docs/method.md §6): ``crops`` aggregates
+    every crop of the video (the paper's protocol, with ``largest``); ``tracks`` aggregates each face track and
+    takes the most suspicious track among those with at least ``min_track_crops`` crops (the longest tracks
+    when none has that many). Thresholds calibrated under one definition are refused under another.
+    """
+
+    face_policy: Literal["all", "largest"] = Field("all", description="faces scored per frame: all (up to "
+                                                   "max_faces) or the largest (paper protocol)")  # fmt: skip
+    max_faces: int = Field(32, ge=1, description="faces kept per frame with face_policy=all (highest detector scores)")
+    pooling: Literal["tracks", "crops"] = Field("tracks", description="tracks: the most suspicious face track; "
+                                                "crops: all crops together (paper protocol)")  # fmt: skip
+    aggregation: Literal["mean", "median"] = Field("mean", description="crop p_fake -> track/video score")
+    min_track_crops: int = Field(2, ge=1, description="pooling=tracks: shorter tracks (detector flickers) count "
+                                 "only when no track is this long")  # fmt: skip
+
+    @classmethod
+    def paper(cls) -> VideoScoreConfig:
+        """The paper's protocol: the largest face of each frame, the mean of all its crops."""
+        return cls(face_policy="largest", pooling="crops")
+
+    def crop_selection(self, sampling: SamplingConfig) -> dict[str, Any]:
+        """Which crops a video gives (frames sampled, faces kept): what ``prepare`` records beside its crops."""
+        return {
+            "face_policy": self.face_policy,
+            "max_faces": self.max_faces if self.face_policy == "all" else 1,
+            "sampling_mode": sampling.mode,
+            "num_frames": sampling.num_frames,
+            "fps": sampling.fps if sampling.mode == "fps" else None,
+        }
+
+    def definition(self, sampling: SamplingConfig) -> dict[str, Any]:
+        """The whole definition (crops + pooling), as thresholds files record it; unused fields are None."""
+        return {
+            **self.crop_selection(sampling),
+            "pooling": self.pooling,
+            "aggregation": self.aggregation,
+            "min_track_crops": self.min_track_crops if self.pooling == "tracks" else None,
+        }
+
+
+def describe_video_score(definition: dict[str, Any]) -> str:
+    """One line describing a definition, for logs, verdicts and tables.
+
+    E.g. ``all faces (max 32), most suspicious track (mean, >=2 crops), 32 frames``.
+    """
+    d = definition
+    faces = "largest face" if d["face_policy"] == "largest" else f"all faces (max {d['max_faces']})"
+    if d["pooling"] == "crops":
+        pooled = f"{d['aggregation']} of all crops"
+    else:
+        pooled = f"most suspicious track ({d['aggregation']}, >={d['min_track_crops']} crops)"
+    frames = f"{d['num_frames']} frames" + (f" at {d['fps']:g} fps" if d.get("fps") is not None else "")
+    return f"{faces}, {pooled}, {frames}"
+
+
+def video_score_differences(made_for: dict[str, Any], used: dict[str, Any]) -> list[str]:
+    """``key: made-for value != used value`` for every field where two definitions differ (both directions)."""
+    keys = sorted(set(made_for) | set(used))
+    return [f"{k}: {made_for.get(k)!r} != {used.get(k)!r}" for k in keys if made_for.get(k) != used.get(k)]
 
 
 class TowerConfig(Section):
@@ -188,7 +251,6 @@ class ModelConfig(InferenceConfig):
         None, description="trained checkpoint (.safetensors + manifest); its manifest supplies arch, base weights, "
         "tuning and l2_normalize unless they are given"
     )  # fmt: skip
-    aggregation: Literal["mean", "median"] = "mean"
     # CUDA serving only (clipguard/model/device_scorer.py); the CPU path stays the plain fp32 scorer.
     batch_buckets: tuple[int, ...] = Field(
         (16, 64, 128, 256), min_length=1, description="CUDA: fixed detector batch sizes; partial batches are padded"
@@ -329,6 +391,12 @@ class ThresholdConfig(Section):
         description="calibrated thresholds JSON from `clipguard evaluate --calibrate`; unset: "
         "<checkpoint>.thresholds.json beside model.checkpoint if it exists. fake/real given explicitly win",
     )
+    file_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 the thresholds file must have (checked when set); the stream fills it in from the "
+        "file it reads, and every verdict records it",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ThresholdConfig:
@@ -354,6 +422,7 @@ class ClipguardConfig(BaseSettings):
     source: SourceConfig = SourceConfig()
     sampling: SamplingConfig = SamplingConfig()
     faces: FacesConfig = FacesConfig()
+    video_score: VideoScoreConfig = VideoScoreConfig()
     model: ModelConfig = ModelConfig()
     stream: StreamConfig = StreamConfig()
     gpu_node: GpuNodeConfig = GpuNodeConfig()

@@ -165,6 +165,12 @@ class Verdict:
     model_version: str
     p_fake: float | None = None
     label: VerdictLabel | None = None
+    # What produced p_fake and label: the video-score definition (clipguard.config.describe_video_score),
+    # the thresholds applied, and the SHA-256 of the calibrated thresholds file they came from (None: no file).
+    video_score: str = ""
+    thresholds_fake: float | None = None
+    thresholds_real: float | None = None
+    thresholds_sha256: str | None = None
     tracks: tuple[TrackScore, ...] = ()
     top_track: int | None = None
     frames_sampled: int = 0

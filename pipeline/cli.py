@@ -20,7 +20,7 @@ import click
 from clipguard.cli_main import run_click_command
 from clipguard.config import ClipguardConfig, LogConfig
 from clipguard.logging_setup import configure_logging
-from pipeline.cli_options import build_config, config_options
+from pipeline.cli_options import build_config, config_options, section_options
 
 
 def command_config(options: dict) -> ClipguardConfig:
@@ -114,9 +114,17 @@ def demo(video_dir: Path | None, **options) -> None:
     run_demo(stream_config(options), video_dir)
 
 
-# --- clients ---------------------------------------------------------------------------------
+# --- clients: only the settings they use (the rest still comes from the environment) ---------------------
+_KAFKA_CLIENT = tuple(
+    f"kafka.{name}"
+    for name in ("bootstrap", "topic", "partitions", "security_protocol", "sasl_mechanism", "sasl_username",
+                 "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+)  # fmt: skip
+_REDIS_CLIENT = tuple(f"redis.{name}" for name in ("url", "password", "ssl_ca_certs", "key_prefix"))
+
+
 @cli.command()
-@config_options
+@section_options(fields=(*_KAFKA_CLIENT, "source.video_root"))
 @click.argument("items", nargs=-1, required=True)
 @click.option("--uri", default=None, help="video URI for a single ID (http(s)://, s3://)")
 @click.option("--metadata", default=None, help="JSON object copied into the verdict")
@@ -126,7 +134,7 @@ def publish(items: tuple[str, ...], uri: str | None, metadata: str | None, creat
     from pipeline.endpoints import client_config
     from pipeline.kafka_publisher import JobPublisher, ensure_topic
 
-    cfg = client_config(command_config(options))
+    cfg = client_config(command_config(options), uses=("kafka",))
     meta = json.loads(metadata) if metadata else None
     if meta is not None and not isinstance(meta, dict):
         msg = "must be a JSON object"
@@ -157,7 +165,7 @@ def _file_to_id(path: Path, root: Path) -> str:
 
 
 @cli.command()
-@config_options
+@section_options(fields=_REDIS_CLIENT)
 @click.argument("video_id")
 @click.option("--json", "as_json", is_flag=True, help="the stored hash as JSON")
 def verdict(video_id: str, as_json: bool, **options) -> None:
@@ -166,7 +174,7 @@ def verdict(video_id: str, as_json: bool, **options) -> None:
     from pipeline.verdict_format import format_verdict
     from pipeline.verdict_store import VerdictStore
 
-    cfg = client_config(command_config(options))
+    cfg = client_config(command_config(options), uses=("redis",))
     store = VerdictStore(cfg.redis)
     found = store.get(video_id)
     if found is None:
@@ -176,7 +184,7 @@ def verdict(video_id: str, as_json: bool, **options) -> None:
 
 
 @cli.command()
-@config_options
+@section_options(fields=_REDIS_CLIENT)
 @click.option("--from-start", is_flag=True, help="replay the whole verdict stream first")
 @click.option("--count", type=int, default=None, help="exit after this many events")
 def watch(from_start: bool, count: int | None, **options) -> None:
@@ -184,7 +192,7 @@ def watch(from_start: bool, count: int | None, **options) -> None:
     from pipeline.endpoints import client_config
     from pipeline.verdict_store import VerdictStore
 
-    cfg = client_config(command_config(options))
+    cfg = client_config(command_config(options), uses=("redis",))
     seen = 0
     try:
         for entry_id, event in VerdictStore(cfg.redis).follow("0" if from_start else "$"):

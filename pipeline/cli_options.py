@@ -78,15 +78,34 @@ def _flag_and_dest(section: str, name: str) -> tuple[str, str]:
     return f"--{section}-{name}".replace("_", "-"), f"{section}__{name}"
 
 
-def config_options(func: Callable) -> Callable:
-    """Decorate a click command with one option per config field (dest ``section__field``)."""
-    for section, name, annotation, help_text in reversed(config_fields()):
+def _add_options(func: Callable, chosen: list[tuple[str, str, Any, str]]) -> Callable:
+    for section, name, annotation, help_text in reversed(chosen):
         flag, dest = _flag_and_dest(section, name)
         if _is_bool(annotation):
             func = click.option(f"{flag}/--no-{flag[2:]}", dest, default=None, help=help_text)(func)
         else:
             func = click.option(flag, dest, default=None, metavar="VALUE", help=help_text)(func)
     return func
+
+
+def config_options(func: Callable) -> Callable:
+    """Decorate a click command with one option per config field (dest ``section__field``)."""
+    return _add_options(func, config_fields())
+
+
+def section_options(*sections: str, fields: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Like :func:`config_options`, for a client that uses only some sections (and single ``section.field`` s).
+
+    Flags it does not get keep their environment variables and defaults, so ``clipguard verdict`` shows
+    the Redis flags only, yet still reads ``CLIPGUARD_KAFKA__*`` it has no use for without complaint.
+    """
+    known = {section for section, *_ in config_fields()}
+    unknown = sorted((set(sections) | {f.split(".")[0] for f in fields}) - known)
+    if unknown:
+        msg = f"no config sections {unknown}"
+        raise ValueError(msg)
+    chosen = [f for f in config_fields() if f[0] in sections or f"{f[0]}.{f[1]}" in fields]
+    return lambda func: _add_options(func, chosen)
 
 
 def build_config(options: dict[str, Any]) -> ClipguardConfig:

@@ -72,9 +72,16 @@ def resolved_endpoints(cfg: ClipguardConfig, workdir: Path | None = None) -> Ite
             service.stop()
 
 
-def client_config(cfg: ClipguardConfig) -> ClipguardConfig:
-    """For client commands: ``embedded`` means the services a running `clipguard run` started."""
-    if cfg.kafka.bootstrap != EMBEDDED and cfg.redis.url != EMBEDDED:
+def client_config(cfg: ClipguardConfig, uses: tuple[str, ...] = ("kafka", "redis")) -> ClipguardConfig:
+    """For client commands: ``embedded`` means the services a running `clipguard run` started.
+
+    Args:
+        cfg: the client's configuration.
+        uses: the services the client talks to (``kafka``, ``redis``); only those are resolved.
+    """
+    kafka_embedded = "kafka" in uses and cfg.kafka.bootstrap == EMBEDDED
+    redis_embedded = "redis" in uses and cfg.redis.url == EMBEDDED
+    if not (kafka_embedded or redis_embedded):
         return cfg
     path = endpoints_file()
     if not path.is_file():
@@ -84,6 +91,6 @@ def client_config(cfg: ClipguardConfig) -> ClipguardConfig:
         )
         raise ConfigError(msg)
     found = json.loads(path.read_text())
-    kafka = cfg.kafka if cfg.kafka.bootstrap != EMBEDDED else cfg.kafka.model_copy(update={"bootstrap": found["kafka"]})
-    redis = cfg.redis if cfg.redis.url != EMBEDDED else cfg.redis.model_copy(update={"url": found["redis"]})
+    kafka = cfg.kafka.model_copy(update={"bootstrap": found["kafka"]}) if kafka_embedded else cfg.kafka
+    redis = cfg.redis.model_copy(update={"url": found["redis"]}) if redis_embedded else cfg.redis
     return cfg.model_copy(update={"kafka": kafka, "redis": redis})

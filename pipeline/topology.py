@@ -67,7 +67,7 @@ class Topology:
         s = self.cfg.stream
         return FaceActor.options(
             num_cpus=s.face_num_cpus, max_restarts=s.max_restarts, max_task_retries=s.max_restarts
-        ).remote(self.cfg.faces)
+        ).remote(self.cfg.faces, self.cfg.video_score)
 
     def _detector_actor(self) -> Any:
         s = self.cfg.stream

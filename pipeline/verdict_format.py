@@ -12,6 +12,11 @@ def format_verdict(v: Verdict) -> str:
     lines = [f"video      {v.video_id}", f"status     {v.status}"]
     if v.p_fake is not None:
         lines.append(f"p_fake     {v.p_fake:.4f}  ->  {v.label}")
+    if v.thresholds_fake is not None:
+        source = f"file sha256 {v.thresholds_sha256[:12]}" if v.thresholds_sha256 else "configured, no file"
+        lines.append(f"labelled   fake >= {v.thresholds_fake:.4g}, real <= {v.thresholds_real:.4g} ({source})")
+    if v.video_score:
+        lines.append(f"score      {v.video_score}")
     lines.append(f"faces      {v.faces_found} in {v.frames_with_faces}/{v.frames_sampled} sampled frames")
     for t in v.tracks:
         mark = "  <- most suspicious" if t.track_id == v.top_track else ""

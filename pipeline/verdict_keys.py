@@ -8,7 +8,7 @@ key                                       type       content
 ``<p>:verdict:<video_id>``                hash       the latest verdict of that video (fields below)
 ``<p>:verdicts``                          stream     one event per stored verdict (``video_id``,
                                                      ``status``, ``label``, ``p_fake``, ``model_version``,
-                                                     ``digest``)
+                                                     ``thresholds_sha256``, ``digest``)
 ``<p>:dead-letter``                       stream     Kafka records with no usable video ID
 ========================================  =========  ==========================================
 
@@ -16,9 +16,13 @@ The video ID is the key's suffix verbatim: the prefix is fixed, so IDs holding
 ``:`` or spaces cannot collide with another key of the layout.
 
 Hash fields are strings; structured ones (``tracks``, ``crops``, ``timings_s``,
-``metadata``) hold JSON. ``digest`` hashes the verdict's content (not its
-timestamps, timings or Kafka offset) so a redelivered video that yields the same
-verdict under the same model version is recognised and not announced twice.
+``metadata``) hold JSON. A ``done`` verdict says what made its label: ``video_score``
+(the definition, :class:`clipguard.config.VideoScoreConfig`), ``thresholds_fake`` /
+``thresholds_real`` and ``thresholds_sha256`` (the calibrated thresholds file; empty
+when the thresholds were configured without one). ``digest`` hashes the verdict's
+content (not its timestamps, timings or Kafka offset) so a redelivered video that
+yields the same verdict under the same model version and thresholds is recognised
+and not announced twice.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 
 from clipguard.contracts import CropScore, SourceRef, TrackScore, Verdict
 
-VERDICT_EVENT_FIELDS = ("video_id", "status", "label", "p_fake", "model_version", "digest")
+VERDICT_EVENT_FIELDS = ("video_id", "status", "label", "p_fake", "model_version", "thresholds_sha256", "digest")
 _JSON_FIELDS = ("tracks", "crop_scores", "timings_s", "metadata")
 _INT_FIELDS = ("top_track", "frames_sampled", "frames_with_faces", "faces_found")
 # A video's crops are batched with other videos' crops, and a different batch shape
@@ -61,6 +65,9 @@ def verdict_digest(verdict: Verdict) -> str:
         "model_version": verdict.model_version,
         "p_fake": r(verdict.p_fake),
         "label": verdict.label,
+        # A recalibration (or another video-score definition) is a new verdict even when the label holds.
+        "label_basis": [verdict.video_score, verdict.thresholds_fake, verdict.thresholds_real],
+        "thresholds_file": verdict.thresholds_sha256,
         "tracks": [(t.track_id, r(t.p_fake), t.n_crops) for t in verdict.tracks],
         "top_track": verdict.top_track,
         "counts": (verdict.frames_sampled, verdict.frames_with_faces, verdict.faces_found),
@@ -94,7 +101,9 @@ def encode_verdict(verdict: Verdict) -> dict[str, str]:
 def decode_verdict(fields: dict[str, str]) -> Verdict:
     """Inverse of :func:`encode_verdict` (timestamps stay ISO strings)."""
     f = dict(fields)
-    opt = {k: (f.get(k) or None) for k in ("label", "error_kind", "error_message", "received_at", "completed_at")}
+    opt = {k: (f.get(k) or None) for k in ("label", "error_kind", "error_message", "received_at", "completed_at",
+                                           "thresholds_sha256")}  # fmt: skip
+    floats = {k: (float(f[k]) if f.get(k) else None) for k in ("thresholds_fake", "thresholds_real")}
     ints = {k: (int(f[k]) if f.get(k) else (None if k == "top_track" else 0)) for k in _INT_FIELDS}
     source = None
     if f.get("source_topic"):
@@ -104,6 +113,8 @@ def decode_verdict(fields: dict[str, str]) -> Verdict:
         status=f["status"],  # type: ignore[arg-type]
         model_version=f["model_version"],
         p_fake=float(f["p_fake"]) if f.get("p_fake") else None,
+        video_score=f.get("video_score", ""),
+        **floats,
         tracks=tuple(TrackScore(**t) for t in json.loads(f.get("tracks") or "[]")),
         crop_scores=tuple(CropScore(**{**c, "box": tuple(c["box"])}) for c in json.loads(f.get("crop_scores") or "[]")),
         timings_s=json.loads(f.get("timings_s") or "{}"),

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from clipguard.aggregation import aggregate, label_for, most_suspicious, track_scores
-from clipguard.config import ClipguardConfig
+from clipguard.aggregation import label_for, most_suspicious, track_scores, video_score
+from clipguard.config import ClipguardConfig, describe_video_score
 from clipguard.contracts import CropScore, FaceStageResult, SampledFrame, Verdict, VideoAnalysis, VideoJob
 from clipguard.errors import ClipguardError, DecodeTimeoutError, WorkerLostError
 
@@ -77,15 +77,20 @@ def _verdict(job: VideoJob, cfg: ClipguardConfig, scores: tuple[CropScore, ...],
     """``done`` with the scores aggregated, or ``no_face`` when there are none."""
     if not scores:
         return Verdict(status="no_face", completed_at=now_iso(), **common)
-    method = cfg.model.aggregation
-    video_p = aggregate([s.p_fake for s in scores], method)
-    tracks = track_scores(scores, method)
+    definition = cfg.video_score  # the one the thresholds were calibrated for (clipguard/thresholds.py checks)
+    video_p, top = video_score([s.track_id for s in scores], [s.p_fake for s in scores], definition)
+    tracks = track_scores(scores, definition.aggregation)
+    thresholds = cfg.thresholds
     return Verdict(
         status="done",
         p_fake=video_p,
-        label=label_for(video_p, cfg.thresholds),
+        label=label_for(video_p, thresholds),
+        video_score=describe_video_score(definition.definition(cfg.sampling)),
+        thresholds_fake=thresholds.fake,
+        thresholds_real=thresholds.real,
+        thresholds_sha256=thresholds.file_sha256,
         tracks=tracks,
-        top_track=most_suspicious(tracks),
+        top_track=top if top is not None else most_suspicious(tracks),
         crop_scores=scores,
         completed_at=now_iso(),
         **common,

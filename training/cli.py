@@ -13,128 +13,23 @@ Both are plain ``click.Command`` objects; errors are raised as ``ClipguardError`
 from __future__ import annotations
 
 import json
-import typing
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from clipguard.config import (
-    FacesConfig,
-    LogConfig,
-    ModelConfig,
-    SamplingConfig,
-    SourceConfig,
-    StreamConfig,
-    TowerConfig,
-    field_default,
-)
+from clipguard.config import ModelConfig, StreamConfig, TowerConfig, field_default
 from clipguard.errors import ConfigError
-from clipguard.logging_setup import configure_logging, ray_logging_args
+from clipguard.logging_setup import ray_logging_args
 from clipguard.model_files import MODEL_DIR_ENV, find_model_file, names_a_file
-from training.crop_manifest import VideoOutcome
-
-# Frame sampling and face cropping of labelled videos: the same flags for `prepare` and for
-# the video manifests `evaluate` prepares first.
-_CROP_OPTIONS = (
-    click.option(
-        "--num-frames",
-        default=field_default(SamplingConfig, "num_frames"),
-        show_default=True,
-        help="frames sampled per video (paper: 32)",
-    ),  # fmt: skip
-    click.option(
-        "--face-policy",
-        type=click.Choice(["largest", "all"]),
-        default="largest",
-        show_default=True,
-        help="largest = paper protocol; all = every face (moderation)",
-    ),
-    click.option(
-        "--max-faces",
-        default=field_default(FacesConfig, "max_faces_per_frame"),
-        show_default=True,
-        help="faces kept per frame with --face-policy all",
-    ),  # fmt: skip
-    click.option(
-        "--detector-path",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=field_default(FacesConfig, "detector_path"),
-        show_default=True,
-        help="SCRFD ONNX model: a file name in the model directory, or a path",
-    ),
-    click.option(
-        "--model-dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=None,
-        envvar=MODEL_DIR_ENV,
-        help=f"folder of model files named by file name [default: ${MODEL_DIR_ENV}, then ./models]",
-    ),
-    click.option("--det-thresh", default=field_default(FacesConfig, "det_thresh"), show_default=True),
-    click.option(
-        "--max-side",
-        default=field_default(SamplingConfig, "max_side"),
-        show_default=True,
-        help="decoded frames are downscaled to this side",
-    ),  # fmt: skip
-    click.option(
-        "--decode-timeout",
-        default=field_default(SourceConfig, "timeout_s"),
-        show_default=True,
-        help="seconds per video",
-    ),  # fmt: skip
+from training.cli_options import (
+    command_logging,
+    crop_configs,
+    crop_options,
+    literal_choices,
+    log_options,
+    pooling_options,
 )
-
-
-def _choices(model, name: str) -> click.Choice:
-    return click.Choice(typing.get_args(model.model_fields[name].annotation))
-
-
-# The driver's and every actor's log format (the stream's `log` section, same variables).
-_LOG_OPTIONS = (
-    click.option("--log-format", type=_choices(LogConfig, "format"), default=field_default(LogConfig, "format"),
-                 envvar="CLIPGUARD_LOG__FORMAT", show_default=True, help="log lines as text or JSON objects"),
-    click.option("--log-level", type=_choices(LogConfig, "level"), default=field_default(LogConfig, "level"),
-                 envvar="CLIPGUARD_LOG__LEVEL", show_default=True),
-)  # fmt: skip
-
-
-def log_options(command):
-    """Add --log-format and --log-level to a click command."""
-    for option in reversed(_LOG_OPTIONS):
-        command = option(command)
-    return command
-
-
-def command_logging(opts: dict) -> LogConfig:
-    """The log section from the flags :func:`log_options` adds, applied to this process (the driver)."""
-    log = LogConfig(format=opts.pop("log_format"), level=opts.pop("log_level"))
-    configure_logging(log)
-    return log
-
-
-def crop_options(command):
-    """Add the frame-sampling and face-cropping flags to a click command."""
-    for option in reversed(_CROP_OPTIONS):
-        command = option(command)
-    return command
-
-
-def crop_configs(opts: dict, video_root: Path | None = None) -> tuple[SourceConfig, SamplingConfig, FacesConfig]:
-    """Source, sampling and face settings from the flags :func:`crop_options` adds."""
-    source = SourceConfig(timeout_s=opts["decode_timeout"])
-    if video_root is not None:
-        source = source.model_copy(update={"video_root": video_root})
-    sampling = SamplingConfig(num_frames=opts["num_frames"], max_side=opts["max_side"])
-    faces = FacesConfig(detector_path=opts["detector_path"], det_thresh=opts["det_thresh"],
-                        policy=opts["face_policy"], max_faces_per_frame=opts["max_faces"])  # fmt: skip
-    return source, sampling, faces
-
-
-def echo_video_outcome(outcome: VideoOutcome) -> None:
-    """One progress line per prepared video, on stderr (stdout carries the result)."""
-    detail = f" ({outcome.error_kind}: {outcome.error_message})" if outcome.status == "skipped" else ""
-    click.echo(f"{outcome.status:8s} {len(outcome.crops):3d} crops  {outcome.video_id}{detail}", err=True)
 
 
 @click.command("prepare")
@@ -143,6 +38,13 @@ def echo_video_outcome(outcome: VideoOutcome) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     help="labelled video list (.csv or .jsonl: path, label, split, dataset[, source_video, video_id])",
+)
+@click.option(
+    "--dataset",
+    default=None,
+    metavar="LAYOUT:ROOT",
+    help="a dataset in its official layout instead of a manifest: ffpp, celebdf, dfd, dfdc, ffiw or deepspeak, "
+    "then its folder (e.g. celebdf:/data/Celeb-DF-v2; layouts in the README)",
 )
 @click.option(
     "--ffpp-root",
@@ -169,9 +71,15 @@ def echo_video_outcome(outcome: VideoOutcome) -> None:
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
-    help="output folder: crops/, videos/, crops.csv, videos.csv",
+    help="output folder: prepared.json, crops/, videos/, crops.csv, videos.csv",
 )
 @crop_options
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="carve a validation split from a list with train and test only: this share of the training "
+              "groups (a real video with its fakes, or --val-group-by) moves to val")  # fmt: skip
+@click.option("--val-group-by", default="source_video", show_default=True, metavar="COLUMN",
+              help="--val-fraction: keep videos sharing this together (source_video, or a manifest column such as "
+              "identity)")  # fmt: skip
 @click.option("--workers", default=2, show_default=True, help="Ray actors preparing videos in parallel")
 @click.option("--cpus-per-worker", default=1.0, show_default=True)
 @click.option("--gpus-per-worker", default=0.0, show_default=True)
@@ -179,26 +87,43 @@ def echo_video_outcome(outcome: VideoOutcome) -> None:
 @click.option("--ray-address", default=None, help="Ray cluster (default: RAY_ADDRESS or a local Ray)")
 @log_options
 def prepare_command(**opts) -> None:
-    """Sample frames, crop aligned faces and write a crop manifest, on Ray; re-runs skip finished videos."""
+    """Sample frames, crop aligned faces and write a crop manifest, on Ray; re-runs skip finished videos.
+
+    The faces kept are the video score's (--video-score-face-policy, as the stream's): prepare evaluation and
+    calibration sets with the video score you serve; the paper trains on the largest face.
+    """
     log = command_logging(opts)
     from clipguard.ray_connection import ray_connection
-    from training.data_manifest import read_video_manifest
+    from training.data_manifest import carve_validation, read_video_manifest
+    from training.dataset_layouts import read_layout, split_layout_spec
     from training.ffpp_layout import scan_ffpp
     from training.prepare import prepare_videos
+    from training.progress import Progress
 
-    if (opts["manifest"] is None) == (opts["ffpp_root"] is None):
-        msg = "give exactly one of --manifest and --ffpp-root"
+    given = [flag for flag, key in (("--manifest", "manifest"), ("--dataset", "dataset"), ("--ffpp-root", "ffpp_root"))
+             if opts[key] is not None]  # fmt: skip
+    if len(given) != 1:
+        msg = f"give exactly one of --manifest, --dataset and --ffpp-root (got {given or 'none'})"
         raise ConfigError(msg)
     if opts["manifest"] is not None:
         records = read_video_manifest(opts["manifest"], opts["video_root"])
-        root = opts["video_root"] or opts["manifest"].parent
+        root, where = opts["video_root"] or opts["manifest"].parent, str(opts["manifest"])
+    elif opts["dataset"] is not None:
+        layout = split_layout_spec(opts["dataset"])
+        if layout is None:
+            msg = f"--dataset {opts['dataset']!r}: expected LAYOUT:ROOT with LAYOUT one of the README's layouts"
+            raise ConfigError(msg)
+        records = read_layout(*layout)
+        root, where = layout[1], opts["dataset"]
     else:
         methods = tuple(m.strip() for m in opts["ffpp_methods"].split(",") if m.strip())
         records = scan_ffpp(
             opts["ffpp_root"], compression=opts["ffpp_compression"], methods=methods, splits_dir=opts["ffpp_splits"]
         )
-        root = opts["ffpp_root"]
-    source, sampling, faces = crop_configs(opts, root.resolve())
+        root, where = opts["ffpp_root"], str(opts["ffpp_root"])
+    if opts["val_fraction"] is not None:
+        records = carve_validation(records, opts["val_fraction"], opts["val_group_by"], where)
+    source, sampling, faces, video_score = crop_configs(opts, root.resolve())
 
     with ray_connection(address=opts["ray_address"], **ray_logging_args(log)):
         summary = prepare_videos(
@@ -207,14 +132,17 @@ def prepare_command(**opts) -> None:
             source=source,
             sampling=sampling,
             faces=faces,
+            video_score=video_score,
             workers=opts["workers"],
             cpus_per_worker=opts["cpus_per_worker"],
             gpus_per_worker=opts["gpus_per_worker"],
             retry_skipped=opts["retry_skipped"],
-            on_video=echo_video_outcome,
             model_dir=opts["model_dir"],
+            progress=Progress("prepare", "videos"),
         )
-    click.echo(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()}))
+    counts = {split: sum(r.split == split for r in records) for split in ("train", "val", "test")}
+    click.echo(json.dumps({**{k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()},
+                           "videos_per_split": counts}))  # fmt: skip
 
 
 @click.command("train")
@@ -281,7 +209,7 @@ def train_command(config: Path | None, overrides: tuple[str, ...], resume: bool,
 
 def _set_specs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...] | str | None):
     """Click callback: NAME=PATH strings -> SetSpec (a bad one is a usage error, exit 2)."""
-    from training.evaluate import parse_set_spec
+    from training.eval_sets import parse_set_spec
 
     if value is None:
         return None
@@ -299,10 +227,16 @@ _SPLITS = click.Choice(["all", "train", "val", "test"])
 @click.command("evaluate")
 @click.argument("sets", nargs=-1, metavar="[NAME=PATH]...", callback=_set_specs)
 @click.option("--test-set", "test_sets", multiple=True, metavar="NAME=PATH", callback=_set_specs,
-              help="a labelled test set (repeatable): a crop manifest (crops.csv from `clipguard prepare`) or a "
-              "video manifest (.csv/.jsonl: path, label, split, dataset), prepared into --out first")  # fmt: skip
-@click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="LN-tuned checkpoint (<name>.safetensors, manifest beside it); default: the base model")  # fmt: skip
+              help="a labelled test set (repeatable): a crop manifest (crops.csv from `clipguard prepare`), a "
+              "video manifest (.csv/.jsonl: path, label, split, dataset) or a dataset as LAYOUT:ROOT "
+              "(cdf=celebdf:/data/Celeb-DF-v2; layouts ffpp, celebdf, dfd, dfdc, ffiw, deepspeak), the last two "
+              "prepared into --out first")  # fmt: skip
+@click.option("--checkpoint", "checkpoints", type=click.Path(path_type=Path, dir_okay=False), multiple=True,
+              help="LN-tuned checkpoint (<name>.safetensors, manifest beside it); repeat it to compare several "
+              "(--table); default: the base model")  # fmt: skip
+@click.option("--table", is_flag=True,
+              help="also print video AUROC per test set and their mean, one column per --checkpoint, beside the "
+              "paper's numbers (docs/method.md §8); written to --out/table.md and table.csv")  # fmt: skip
 @click.option(
     "--arch",
     default=None,
@@ -313,11 +247,10 @@ _SPLITS = click.Choice(["all", "train", "val", "test"])
               "[default: the checkpoint's (its manifest), else the stream's model.pretrained]")  # fmt: skip
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=field_default(ModelConfig, "device"),
               show_default=True)  # fmt: skip
-@click.option("--aggregation", type=click.Choice(["mean", "median"]), default=field_default(ModelConfig, "aggregation"),
-              show_default=True,
-              help="video score from its crops' p_fake (the stream's model.aggregation)")  # fmt: skip
-@click.option("--split", type=_SPLITS, default="all", show_default=True,
-              help="use only the rows of this split of each test set")  # fmt: skip
+@pooling_options
+@click.option("--split", type=_SPLITS, default=None,
+              help="use only the rows of this split of each test set [default: test for a LAYOUT:ROOT dataset, all "
+              "rows of a manifest]")  # fmt: skip
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="output folder: report.json, scores.csv, roc/pr/hist_<set>.png, prepared/")  # fmt: skip
 @click.option("--calibrate", is_flag=True,
@@ -325,7 +258,12 @@ _SPLITS = click.Choice(["all", "train", "val", "test"])
               "them (<checkpoint>.thresholds.json, or --out/thresholds.json for the base model)")  # fmt: skip
 @click.option("--val-set", default=None, metavar="NAME=PATH", callback=_set_specs,
               help="validation set for --calibrate (never a test set); scored and reported too")  # fmt: skip
-@click.option("--val-split", type=_SPLITS, default="all", show_default=True, help="split of --val-set to use")
+@click.option(
+    "--val-split",
+    type=_SPLITS,
+    default=None,
+    help="split of --val-set to use [default: val for a LAYOUT:ROOT dataset, all rows of a manifest]",
+)
 @click.option("--target-fpr", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="--calibrate: largest share of real validation videos labelled fake")  # fmt: skip
 @click.option("--target-fnr", type=click.FloatRange(0, 1), default=None,
@@ -346,48 +284,64 @@ def evaluate_command(sets, test_sets, **opts) -> None:
     """Score labelled test sets with a checkpoint (or the base model) on Ray; write metrics, scores and plots.
 
     Per set and for all sets together: video AUROC, macro mAP, EER and its threshold, TPR at FPR 0.1/1/5 %,
-    frame AUROC and counts (videos without crops are listed). With --calibrate, also picks the stream's
-    verdict thresholds on a validation set at --target-fpr / --target-fnr.
+    frame AUROC and counts (videos without crops are listed). Videos are scored with the stream's video score
+    (--video-score-*; the paper's protocol: --video-score-face-policy largest --video-score-pooling crops). With
+    --calibrate, also picks the stream's verdict thresholds on a validation set at --target-fpr / --target-fnr,
+    for that video score. With --table, a comparison with the paper, one column per --checkpoint.
     """
     from training.eval_run import EvalOptions, run_evaluation
-    from training.evaluate import PrepareSettings
+    from training.eval_sets import PrepareSettings
+    from training.eval_table import run_table
+    from training.progress import Progress
 
     log = command_logging(opts)
     specs = tuple(sets) + tuple(test_sets)
     if not specs and opts["val_set"] is None:
         msg = "give at least one test set (NAME=PATH or --test-set NAME=PATH)"
         raise click.UsageError(msg)
-    given = {k: opts[k] for k in ("arch", "pretrained", "checkpoint") if opts[k] is not None}
-    # A checkpoint names its own arch and base weights (its manifest); the flags only override them.
-    model = ModelConfig(**given, device=opts["device"], aggregation=opts["aggregation"]).with_model_files(
-        opts["model_dir"]
+    checkpoints: tuple[Path | None, ...] = opts.pop("checkpoints") or (None,)
+    if len(checkpoints) > 1 and not opts["table"]:
+        msg = "several --checkpoint values are compared with --table; give --table or one --checkpoint"
+        raise click.UsageError(msg)
+    source, sampling, faces, video_score = crop_configs(opts)
+    prepare = PrepareSettings(source=source, sampling=sampling, faces=faces, video_score=video_score,
+                              video_root=opts["video_root"], workers=opts["prepare_workers"],
+                              model_dir=opts["model_dir"])  # fmt: skip
+    base = EvalOptions(
+        model=_eval_model(opts, checkpoints[0]),
+        sets=specs,
+        out_dir=opts["out_dir"],
+        prepare=prepare,
+        split=opts["split"],
+        workers=opts["workers"],
+        cpus_per_worker=opts["cpus_per_worker"],
+        gpus_per_worker=opts["gpus_per_worker"],
+        batch_size=opts["batch_size"],
+        val_set=opts["val_set"],
+        val_split=opts["val_split"],
+        calibrate=opts["calibrate"],
+        target_fpr=opts["target_fpr"],
+        target_fnr=opts["target_fnr"],
+        ray_address=opts["ray_address"],
+        log=log,
     )
-    source, sampling, faces = crop_configs(opts)
-    prepare = PrepareSettings(source=source, sampling=sampling, faces=faces, video_root=opts["video_root"],
-                              workers=opts["prepare_workers"], model_dir=opts["model_dir"])  # fmt: skip
 
-    run_evaluation(
-        EvalOptions(
-            model=model,
-            sets=specs,
-            out_dir=opts["out_dir"],
-            prepare=prepare,
-            split=opts["split"],
-            workers=opts["workers"],
-            cpus_per_worker=opts["cpus_per_worker"],
-            gpus_per_worker=opts["gpus_per_worker"],
-            batch_size=opts["batch_size"],
-            val_set=opts["val_set"],
-            val_split=opts["val_split"],
-            calibrate=opts["calibrate"],
-            target_fpr=opts["target_fpr"],
-            target_fnr=opts["target_fnr"],
-            ray_address=opts["ray_address"],
-            log=log,
-        ),
-        echo=click.echo,
-        progress=echo_video_outcome,
-    )
+    def progress(what: str, unit: str) -> Progress:
+        return Progress(what, unit, min_interval_s=0.0 if unit == "videos" else 10.0)
+
+    if opts["table"]:
+        run_table(base, checkpoints, lambda checkpoint: _eval_model(opts, checkpoint), click.echo, progress)
+    else:
+        run_evaluation(base, echo=click.echo, progress=progress)
+
+
+def _eval_model(opts: dict, checkpoint: Path | None) -> ModelConfig:
+    """The model section ``evaluate`` scores one checkpoint (None: the base model) with."""
+    given = {k: opts[k] for k in ("arch", "pretrained") if opts[k] is not None}
+    if checkpoint is not None:
+        given["checkpoint"] = checkpoint
+    # A checkpoint names its own arch and base weights (its manifest); the flags only override them.
+    return ModelConfig(**given, device=opts["device"]).with_model_files(opts["model_dir"])
 
 
 # --- convert: the authors' released checkpoint -> the detector format ------------------------------
@@ -401,7 +355,7 @@ CONVERTED_NAME = "detector"  # <out>/detector.safetensors + .manifest.json, as a
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="a folder (gets detector.safetensors + detector.manifest.json) or <name>.safetensors")  # fmt: skip
 @click.option("--arch", default=field_default(TowerConfig, "arch"), show_default=True, help="open_clip ViT name")
-@click.option("--tuning", type=_choices(TowerConfig, "tuning"), default=field_default(TowerConfig, "tuning"),
+@click.option("--tuning", type=literal_choices(TowerConfig, "tuning"), default=field_default(TowerConfig, "tuning"),
               show_default=True,
               help="ln: store LayerNorms + head, served on the base weights (refused when other tensors differ "
               "from them); full: store every tensor, no base weights needed")  # fmt: skip

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from clipguard.errors import ConfigError
 from training.crop_manifest import CropRow, read_crop_manifest
+from training.data_manifest import VAL_FLAG
 from training.pair_sampler import PairBatchSampler, pair_crops
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ def split_rows(rows: Sequence[CropRow], split: str, *, need_both_classes: bool =
     labels = {row.label for row in selected}
     if not selected or (need_both_classes and labels != {0, 1}):
         msg = f"split {split!r} has {len(selected)} crops with labels {sorted(labels)}; both real and fake are needed"
+        if not selected and split == "val":  # a train/test list: say how to get a validation split
+            msg += (f"; carve one from train with `clipguard prepare ... {VAL_FLAG} 0.1` (whole source videos; "
+                    "--val-group-by identity for whole people)")  # fmt: skip
         raise ConfigError(msg)
     return selected
 

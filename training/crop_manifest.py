@@ -2,10 +2,13 @@
 
 Layout under the output folder::
 
+    prepared.json                             which crops a video gives: face policy and frames sampled
+                                              (VideoScoreConfig.crop_selection), fixed for the folder
     crops/<video key>/f<frame>_t<track>.png   one aligned 256x256 RGB face crop
     videos/<video key>.json                   done-marker: outcome + crop rows of one video
-    crops.csv                                 one row per crop (CROP_COLUMNS), paths relative to it
-    videos.csv                                one row per video: status, error kind, crop count
+    crops.csv                                 one row per crop (CROP_COLUMNS, then the video manifest's
+                                              extra columns), paths relative to it
+    videos.csv                                one row per video: status, error kind, crop count (+ extras)
 
 Crops are PNG: lossless, so training sees exactly the pixels the stream's face
 stage produced, and each crop is one small file a person can open and a data
@@ -14,7 +17,12 @@ loader can read at random (a per-video array would have to be read whole).
 A video counts as done once its marker exists; the marker is written last and
 atomically, after its PNGs, so an interrupted run never leaves a half-written
 video marked done. The manifests are rebuilt from the markers of the videos
-asked for, so they always agree with what is on disk.
+asked for (their label, split and metadata from the records asked for now), so
+they always agree with what is on disk and with the current video manifest.
+
+``prepared.json`` records which crops the folder holds; a run asking for other
+ones (another face policy or frame count) is refused rather than mixing them, and
+``evaluate`` refuses to score a folder under a video score it was not made for.
 """
 
 from __future__ import annotations
@@ -26,13 +34,16 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from clipguard.config import video_score_differences
 from clipguard.errors import ConfigError
 from training.data_manifest import VideoRecord
 
 CROP_COLUMNS = ("video_id", "crop_path", "label", "split", "dataset", "frame_index", "track_id", "source_video")
 VIDEO_COLUMNS = ("video_id", "label", "split", "dataset", "status", "n_crops", "error_kind", "error_message")
+PREPARED_FILE = "prepared.json"
+PREPARED_FORMAT = "clipguard-prepared/1"
 Status = Literal["done", "no_face", "skipped"]
 
 
@@ -48,6 +59,7 @@ class CropRow:
     frame_index: int
     track_id: int
     source_video: str
+    metadata: dict[str, str] = field(default_factory=dict, hash=False)  # the video manifest's extra columns
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,34 @@ class CropStore:
         self.root = root
         self.crops_csv = root / "crops.csv"
         self.videos_csv = root / "videos.csv"
+        self.prepared_json = root / PREPARED_FILE
+
+    def claim(self, selection: dict[str, Any]) -> None:
+        """Record which crops this folder holds, or refuse a folder that holds other ones.
+
+        Args:
+            selection: ``VideoScoreConfig.crop_selection(sampling)`` of this run.
+
+        Raises:
+            ConfigError: the folder was prepared with another selection, or holds crops from a
+                run that did not record one.
+        """
+        recorded = read_prepared(self.crops_csv)
+        if recorded is not None:
+            if recorded != selection:
+                differences = video_score_differences(recorded, selection)
+                msg = (
+                    f"{self.root} holds crops prepared with other settings ({'; '.join(differences)}): "
+                    "use another output folder, or the settings it was prepared with"
+                )
+                raise ConfigError(msg)
+            return
+        if (self.root / "videos").is_dir() and any((self.root / "videos").iterdir()):
+            msg = f"{self.root} holds crops but no {PREPARED_FILE} saying how they were made: use another output folder"
+            raise ConfigError(msg)
+        self.root.mkdir(parents=True, exist_ok=True)
+        doc = {"format": PREPARED_FORMAT, "crop_selection": selection}
+        _atomic_write(self.prepared_json, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
 
     def marker_path(self, video_id: str) -> Path:
         """Where the done-marker of a video lives."""
@@ -132,6 +172,7 @@ class CropStore:
                     frame_index=crop.frame_index,
                     track_id=crop.track_id,
                     source_video=record.source_video,
+                    metadata=dict(record.metadata),
                 )
             )
         marker = {
@@ -156,11 +197,15 @@ class CropStore:
         """
         crop_rows: list[dict] = []
         video_rows: list[dict] = []
+        extra = sorted({key for record in records for key in record.metadata})
         for record in records:
             marker = self.read_marker(record.video_id)
             if marker is None:
                 continue
-            crop_rows.extend(marker["crops"])
+            # Label, split and metadata as the records say now (a split carved anew, a corrected label).
+            current = {k: getattr(record, k) for k in ("label", "split", "dataset", "source_video")}
+            for crop in marker["crops"]:
+                crop_rows.append({**{k: crop[k] for k in CROP_COLUMNS}, **current, **record.metadata})
             video_rows.append(
                 {
                     **{k: getattr(record, k) for k in ("video_id", "label", "split", "dataset")},
@@ -168,10 +213,11 @@ class CropStore:
                     "n_crops": len(marker["crops"]),
                     "error_kind": marker["error_kind"],
                     "error_message": marker["error_message"],
+                    **record.metadata,
                 }
             )
-        _write_csv(self.crops_csv, CROP_COLUMNS, crop_rows)
-        _write_csv(self.videos_csv, VIDEO_COLUMNS, video_rows)
+        _write_csv(self.crops_csv, CROP_COLUMNS + tuple(extra), crop_rows)
+        _write_csv(self.videos_csv, VIDEO_COLUMNS + tuple(extra), video_rows)
         return len(crop_rows), len(video_rows)
 
 
@@ -185,33 +231,66 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def read_crop_manifest(path: Path) -> list[CropRow]:
-    """Read crops.csv into typed rows.
+def read_prepared(crops_csv: Path) -> dict[str, Any] | None:
+    """The crop selection recorded beside a crop manifest (``prepared.json``), or None if there is none.
 
     Raises:
-        ConfigError: missing file, wrong columns, or a bad value.
+        ConfigError: the file exists but is not a prepared-folder record.
+    """
+    path = crops_csv.parent / PREPARED_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        msg = f"cannot read {path}: {exc}"
+        raise ConfigError(msg) from exc
+    if not isinstance(doc, dict) or doc.get("format") != PREPARED_FORMAT or not isinstance(doc.get("crop_selection"),
+                                                                                          dict):  # fmt: skip
+        msg = f"{path}: not a {PREPARED_FORMAT} record"
+        raise ConfigError(msg)
+    return doc["crop_selection"]
+
+
+def crop_manifest_header(path: Path) -> tuple[str, ...]:
+    """The header row of a CSV file (empty when the file is empty)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return tuple(next(csv.reader(handle), []))
+
+
+def read_crop_manifest(path: Path) -> list[CropRow]:
+    """Read crops.csv into typed rows; columns beyond :data:`CROP_COLUMNS` become each row's ``metadata``.
+
+    Raises:
+        ConfigError: missing file, a missing column, or a bad value.
     """
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            if tuple(reader.fieldnames or ()) != CROP_COLUMNS:
-                msg = f"{path}: columns {reader.fieldnames} are not {list(CROP_COLUMNS)}"
+            header = tuple(reader.fieldnames or ())
+            missing = [c for c in CROP_COLUMNS if c not in header]
+            if missing:
+                msg = f"{path}: columns {list(header)} lack {missing} (a crop manifest has {list(CROP_COLUMNS)})"
                 raise ConfigError(msg)
             rows = list(reader)
     except OSError as exc:
         msg = f"cannot read crop manifest {path}: {exc}"
         raise ConfigError(msg) from exc
+    extra = [c for c in header if c not in CROP_COLUMNS]
     out = []
     for number, row in enumerate(rows, start=2):
         try:
             out.append(
                 CropRow(
-                    **{
-                        **row,
-                        "label": int(row["label"]),
-                        "frame_index": int(row["frame_index"]),
-                        "track_id": int(row["track_id"]),
-                    }
+                    video_id=row["video_id"],
+                    crop_path=row["crop_path"],
+                    label=int(row["label"]),
+                    split=row["split"],
+                    dataset=row["dataset"],
+                    frame_index=int(row["frame_index"]),
+                    track_id=int(row["track_id"]),
+                    source_video=row["source_video"],
+                    metadata={k: row[k] for k in extra},
                 )
             )
         except (TypeError, ValueError) as exc:

@@ -7,18 +7,28 @@ Two sources, one result (a list of :class:`VideoRecord`):
   video a fake was made from, for real/fake pairing) and ``video_id``.
   ``label`` is ``real``/``fake`` or ``0``/``1``; ``split`` is ``train``, ``val``
   or ``test``; ``path`` is relative to the video root (default: the manifest's
-  folder).
-* a FaceForensics++ folder (see :mod:`training.ffpp_layout`).
+  folder). Any other column (``identity``, ``engine``...) is kept as the video's
+  metadata and carried into the crop manifest.
+* a dataset's official folder layout (:mod:`training.dataset_layouts`: FF++,
+  Celeb-DF v2, DFD, DFDC, FFIW-10K, DeepSpeak v1).
 
 A video's id is ``<dataset>:<path>`` unless the manifest gives one: the whole
 relative path, never a slice of it, so two videos can never share an id.
+
+A list with train and test but no validation split gets one from
+:func:`carve_validation` (``clipguard prepare --val-fraction``): whole groups of
+training videos (a real video and the fakes made from it, or every video of one
+identity) move to ``val``, so no person is both trained on and selected on.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
-from dataclasses import dataclass
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from clipguard.errors import ConfigError
@@ -27,6 +37,9 @@ SPLITS = ("train", "val", "test")
 _LABELS = {"real": 0, "0": 0, "fake": 1, "1": 1}
 _REQUIRED = ("path", "label", "split", "dataset")
 _OPTIONAL = ("source_video", "video_id")
+# Names the crop manifest uses for its own columns: a metadata column may not take them.
+_RESERVED = ("crop_path", "frame_index", "track_id", "status", "n_crops", "error_kind", "error_message")
+VAL_FLAG = "--val-fraction"  # the prepare flag that carves a validation split (named in errors)
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,7 @@ class VideoRecord:
         dataset: dataset name (e.g. ``FF++/Deepfakes``), for per-dataset metrics.
         source_video: id of the real video this one derives from ('' if unknown);
             a real video is its own source.
+        metadata: the manifest's other columns (or a layout's annotations), as strings.
     """
 
     video_id: str
@@ -49,6 +63,7 @@ class VideoRecord:
     split: str
     dataset: str
     source_video: str = ""
+    metadata: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 def parse_label(value: object, where: str) -> int:
@@ -82,10 +97,11 @@ def record_from_row(row: dict[str, object], root: Path, where: str) -> VideoReco
     if missing:
         msg = f"{where}: missing {missing}"
         raise ConfigError(msg)
-    unknown = set(row) - set(_REQUIRED) - set(_OPTIONAL)
-    if unknown:
-        msg = f"{where}: unknown columns {sorted(unknown)} (known: {list(_REQUIRED + _OPTIONAL)})"
+    reserved = sorted(set(row) & set(_RESERVED))
+    if reserved:
+        msg = f"{where}: columns {reserved} are reserved for the crop manifest; rename them"
         raise ConfigError(msg)
+    metadata = {str(k): "" if v is None else str(v) for k, v in row.items() if k not in _REQUIRED + _OPTIONAL}
     split = str(row["split"]).strip()
     if split not in SPLITS:
         msg = f"{where}: split must be one of {SPLITS}, got {split!r}"
@@ -95,7 +111,8 @@ def record_from_row(row: dict[str, object], root: Path, where: str) -> VideoReco
     video_id = str(row.get("video_id") or "").strip() or f"{dataset}:{path}"
     label = parse_label(row["label"], where)
     source = str(row.get("source_video") or "").strip() or (video_id if label == 0 else "")
-    return VideoRecord(video_id=video_id, path=path, label=label, split=split, dataset=dataset, source_video=source)
+    return VideoRecord(video_id=video_id, path=path, label=label, split=split, dataset=dataset, source_video=source,
+                       metadata=metadata)  # fmt: skip
 
 
 def read_video_manifest(path: Path, video_root: Path | None = None) -> list[VideoRecord]:
@@ -151,3 +168,52 @@ def check_unique(records: list[VideoRecord], where: str) -> list[VideoRecord]:
         msg = f"{where}: no videos"
         raise ConfigError(msg)
     return records
+
+
+def _group_key(record: VideoRecord, group_by: str, where: str) -> str:
+    if group_by == "source_video":
+        return record.source_video or record.video_id
+    if group_by not in record.metadata or not record.metadata[group_by].strip():
+        msg = f"{where}: video {record.video_id!r} has no {group_by!r} to group the validation split by"
+        raise ConfigError(msg)
+    return record.metadata[group_by].strip()
+
+
+def carve_validation(
+    records: list[VideoRecord], fraction: float, group_by: str = "source_video", where: str = "manifest"
+) -> list[VideoRecord]:
+    """Move ``fraction`` of the training groups to a new ``val`` split; other splits are untouched.
+
+    A group is a real video with the fakes made from it (``source_video``, the default) or the
+    videos sharing a metadata column such as ``identity``. The groups moved are the first
+    ``ceil(fraction * groups)`` by a SHA-256 of their key: deterministic, with no seed, and a
+    group never straddles train and val.
+
+    Raises:
+        ConfigError: the records already have a ``val`` split, the fraction is not in (0, 1),
+            a video lacks the grouping column, or the carved split misses a class.
+    """
+    if not 0.0 < fraction < 1.0:
+        msg = f"{VAL_FLAG} must be within (0, 1), got {fraction}"
+        raise ConfigError(msg)
+    if any(r.split == "val" for r in records):
+        msg = f"{where} already has a val split; {VAL_FLAG} carves one only from a list without"
+        raise ConfigError(msg)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        if record.split == "train":
+            groups[_group_key(record, group_by, where)].append(index)
+    if len(groups) < 2:
+        msg = f"{where}: {len(groups)} training group(s) by {group_by!r}: too few to carve a validation split from"
+        raise ConfigError(msg)
+    order = sorted(groups, key=lambda key: hashlib.sha256(key.encode()).hexdigest())
+    chosen = {i for key in order[: min(len(order) - 1, math.ceil(fraction * len(order)))] for i in groups[key]}
+    out = [replace(r, split="val") if i in chosen else r for i, r in enumerate(records)]
+    labels = {r.label for r in out if r.split == "val"}
+    if labels != {0, 1}:
+        msg = (
+            f"{where}: the carved validation split ({len(chosen)} videos by {group_by!r}) has only "
+            f"{'fake' if labels == {1} else 'real'} videos; raise {VAL_FLAG} or group by another column"
+        )
+        raise ConfigError(msg)
+    return out

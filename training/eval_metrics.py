@@ -1,8 +1,10 @@
 """Detection metrics (docs/method.md §6): pure functions of labels and scores, shared by training and evaluation.
 
 Labels: 1 = fake (the positive class), 0 = real. Scores: p_fake. A video's
-score is the mean (or median) of its crops' p_fake, computed by
-:func:`clipguard.aggregation.aggregate`, the same function the stream uses.
+score is made from its crops' p_fake by :func:`clipguard.aggregation.video_score`,
+the function the stream uses: under a :class:`clipguard.config.VideoScoreConfig`
+(what ``evaluate`` and calibration use), or, given just ``mean``/``median``, the
+aggregate of all its crops (the paper's score, what training selects checkpoints on).
 
 Every ranking metric needs both classes; with one class missing it raises
 ``ValueError`` instead of returning a plausible number (no silent 0.5 or 1.0).
@@ -17,7 +19,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from clipguard.aggregation import Aggregation, aggregate
+from clipguard.aggregation import Aggregation, video_score
+from clipguard.config import VideoScoreConfig
 
 TPR_AT_FPR = (0.001, 0.01, 0.05)  # 0.1 %, 1 %, 5 %
 
@@ -119,31 +122,48 @@ class VideoScores:
     n_crops: np.ndarray  # (V,) int
 
 
+def _definition(method: Aggregation | VideoScoreConfig) -> VideoScoreConfig:
+    """A bare aggregation means the paper's pooling: every crop of the video together."""
+    if isinstance(method, VideoScoreConfig):
+        return method
+    return VideoScoreConfig(pooling="crops", aggregation=method)
+
+
 def video_scores(
     video_ids: Iterable[str],
     labels: Iterable[int],
     crop_scores: Iterable[float],
-    method: Aggregation = "mean",
+    method: Aggregation | VideoScoreConfig = "mean",
+    *,
+    track_ids: Iterable[int] | None = None,
 ) -> VideoScores:
-    """Aggregate crop p_fake per video (mean by default, as the stream does).
+    """Each video's p_fake from its crops (the mean of all of them by default; see the module docstring).
+
+    Args:
+        video_ids, labels, crop_scores: one entry per crop.
+        method: ``mean``/``median`` over all crops, or a whole video-score definition.
+        track_ids: each crop's face track (needed for ``pooling='tracks'``; None: one track per video).
 
     Raises:
         ValueError: a video whose crops carry different labels, or mismatched lengths.
     """
+    definition = _definition(method)
     scores_by: dict[str, list[float]] = defaultdict(list)
+    tracks_by: dict[str, list[int]] = defaultdict(list)
     label_of: dict[str, int] = {}
-    n = 0
-    for video_id, label, score in zip(video_ids, labels, crop_scores, strict=True):
-        n += 1
+    ids_list, labels_list, scores_list = list(video_ids), list(labels), list(crop_scores)
+    tracks = [0] * len(ids_list) if track_ids is None else list(track_ids)
+    for video_id, label, score, track in zip(ids_list, labels_list, scores_list, tracks, strict=True):
         if label_of.setdefault(video_id, int(label)) != int(label):
             msg = f"video {video_id!r} has crops labelled both {label_of[video_id]} and {int(label)}"
             raise ValueError(msg)
         scores_by[video_id].append(float(score))
+        tracks_by[video_id].append(int(track))
     ids = tuple(scores_by)
     return VideoScores(
         video_ids=ids,
         labels=np.array([label_of[v] for v in ids], dtype=np.int64),
-        scores=np.array([aggregate(scores_by[v], method) for v in ids], dtype=np.float64),
+        scores=np.array([video_score(tracks_by[v], scores_by[v], definition)[0] for v in ids], dtype=np.float64),
         n_crops=np.array([len(scores_by[v]) for v in ids], dtype=np.int64),
     )
 
@@ -174,14 +194,16 @@ def detection_metrics(
     video_ids: Sequence[str],
     labels: Sequence[int],
     crop_scores: Sequence[float],
-    method: Aggregation = "mean",
+    method: Aggregation | VideoScoreConfig = "mean",
+    *,
+    track_ids: Sequence[int] | None = None,
 ) -> DetectionMetrics:
-    """Video-level and frame-level metrics from per-crop labels and p_fake.
+    """Video-level and frame-level metrics from per-crop labels and p_fake (video scores as :func:`video_scores`).
 
     Raises:
         ValueError: either class missing (at video level or crop level).
     """
-    videos = video_scores(video_ids, labels, crop_scores, method)
+    videos = video_scores(video_ids, labels, crop_scores, method, track_ids=track_ids)
     y, s = videos.labels, videos.scores
     rate, threshold = eer(y, s)
     tprs = [tpr_at_fpr(y, s, target) for target in TPR_AT_FPR]

@@ -104,7 +104,7 @@ def plot_set(out_dir: Path, result: SetResult) -> list[str]:
     bins = np.linspace(0.0, 1.0, 41)
     for label, colour, title in ((0, "tab:blue", "real"), (1, "tab:red", "fake")):
         ax.hist(s[y == label], bins=bins, alpha=0.6, color=colour, label=f"{title} ({int((y == label).sum())})")
-    ax.set(xlabel="video p_fake (mean of crops)", ylabel="videos", title=f"scores: {result.name}")
+    ax.set(xlabel="video p_fake", ylabel="videos", title=f"scores: {result.name}")
     ax.legend()
     _save(fig, out_dir / f"hist_{result.name}.png")
     names.append(f"hist_{result.name}.png")
@@ -115,19 +115,21 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
-def console_table(results: Sequence[SetResult]) -> str:
-    """One row per set (the union last): counts and the headline metrics."""
+def console_table(results: Sequence[SetResult], validation: SetResult | None = None) -> str:
+    """One row per set (the union, then the validation set, last): counts and the headline metrics."""
     header = ("set", "videos r/f", "crops", "no-crop", "AUROC", "mAP", "EER", "thr@EER", "TPR@.1%", "TPR@1%",
               "TPR@5%", "frameAUROC")  # fmt: skip
     keys = ("video_auroc", "video_map", "video_eer", "video_eer_threshold", "video_tpr_at_fpr_0_1pct",
             "video_tpr_at_fpr_1pct", "video_tpr_at_fpr_5pct", "frame_auroc")  # fmt: skip
     rows = [header]
-    for r in results:
+    shown = [*results, *([validation] if validation is not None else [])]
+    for r in shown:
         c = r.counts()
         m = r.metrics or {}
-        rows.append((r.name, f"{c['videos_scored_real']}/{c['videos_scored_fake']}", str(c["crops"]),
+        name = f"{r.name} (validation)" if r is validation else r.name
+        rows.append((name, f"{c['videos_scored_real']}/{c['videos_scored_fake']}", str(c["crops"]),
                      str(c["videos_without_crops"]), *(_fmt(m.get(k)) for k in keys)))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    notes = [f"  {r.name}: {r.null_reason}" for r in results if r.null_reason]
+    notes = [f"  {r.name}: {r.null_reason}" for r in shown if r.null_reason]
     return "\n".join(lines + (["null metrics:", *notes] if notes else []))

@@ -17,7 +17,7 @@ from typing import Any
 
 import ray
 
-from clipguard.config import LogConfig, ModelConfig, ThresholdConfig
+from clipguard.config import LogConfig, ModelConfig, ThresholdConfig, describe_video_score
 from clipguard.errors import ConfigError
 from clipguard.logging_setup import ray_logging_args
 from clipguard.model.checkpoint import read_manifest
@@ -32,7 +32,9 @@ from clipguard.thresholds import (
 from training.calibration import Calibration, calibrate_thresholds
 from training.eval_metrics import TPR_AT_FPR
 from training.eval_report import console_table, plot_set, set_section, write_json, write_scores_csv
-from training.evaluate import PrepareSettings, SetResult, SetSpec, evaluate_set, load_set, start_scorers, union_result
+from training.eval_sets import PrepareSettings, SetSpec, load_set
+from training.evaluate import SetResult, evaluate_set, start_scorers, union_result
+from training.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -42,19 +44,20 @@ class EvalOptions:
     model: ModelConfig
     sets: tuple[SetSpec, ...]
     out_dir: Path
-    prepare: PrepareSettings
-    split: str = "all"
+    prepare: PrepareSettings  # also the video score: its face policy picks the crops, its pooling scores them
+    split: str | None = None  # None: each set's default (a dataset's test split, a manifest's every row)
     workers: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     batch_size: int = 32
     val_set: SetSpec | None = None
-    val_split: str = "all"
+    val_split: str | None = None  # None: a dataset's val split, a manifest's every row
     calibrate: bool = False
     target_fpr: float = 0.01
     target_fnr: float | None = None
     ray_address: str | None = None
     log: LogConfig = LogConfig()  # the driver's and the scoring actors' log format
+    prepared_root: Path | None = None  # where video manifests and datasets are prepared; None: out_dir/prepared
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,13 @@ class EvalOutcome:
     report_path: Path
     table: str
     thresholds_path: Path | None
+    results: tuple[SetResult, ...] = ()  # the test sets (not the union, not the validation set)
 
 
 def model_identity(model: ModelConfig, version: str) -> dict[str, Any]:
     """Arch, weights and version of the evaluated model (checkpoint manifest fields when there is one)."""
     ident: dict[str, Any] = {"arch": model.arch, "pretrained": model.pretrained, "model_version": version,
-                             "checkpoint": None, "weights_sha256": None, "aggregation": model.aggregation}  # fmt: skip
+                             "checkpoint": None, "weights_sha256": None}  # fmt: skip
     if model.checkpoint is not None:
         manifest = read_manifest(model.checkpoint)
         ident.update(checkpoint=str(model.checkpoint.resolve()), weights_sha256=manifest.weights_sha256,
@@ -79,14 +83,20 @@ def model_identity(model: ModelConfig, version: str) -> dict[str, Any]:
     return ident
 
 
-def _thresholds_in_use(model: ModelConfig, calibrated: ThresholdsFile | None) -> tuple[ThresholdConfig, str]:
+def _definition(opts: EvalOptions) -> dict[str, Any]:
+    """The video score evaluated and calibrated on (``VideoScoreConfig.definition``)."""
+    return opts.prepare.video_score.definition(opts.prepare.sampling)
+
+
+def _thresholds_in_use(opts: EvalOptions, calibrated: ThresholdsFile | None) -> tuple[ThresholdConfig, str]:
     """Verdict thresholds to count labels with: calibrated now, the checkpoint's file, or the stream defaults."""
+    model = opts.model
     if calibrated is not None:
         return ThresholdConfig(fake=calibrated.fake, real=calibrated.real), "calibrated by this run"
     if model.checkpoint is not None and thresholds_path_for(model.checkpoint).is_file():
         path = thresholds_path_for(model.checkpoint)
         content = read_thresholds_file(path)
-        check_identity(content, model, path)
+        check_identity(content, model, _definition(opts), path)
         return ThresholdConfig(fake=content.fake, real=content.real, file=path), str(path)
     return ThresholdConfig(), "stream defaults"
 
@@ -109,7 +119,7 @@ def _calibrate(opts: EvalOptions, val: SetResult, version: str, ident: dict[str,
         pretrained=opts.model.pretrained,
         checkpoint=ident["checkpoint"],
         weights_sha256=ident["weights_sha256"],
-        aggregation=opts.model.aggregation,
+        video_score=_definition(opts),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         extra={"validation_split": val.info["split"], "validation_counts": val.counts()},
     )
@@ -117,8 +127,23 @@ def _calibrate(opts: EvalOptions, val: SetResult, version: str, ident: dict[str,
     return calibration, path
 
 
-def run_evaluation(opts: EvalOptions, echo: Callable[[str], None], progress: Callable | None = None) -> EvalOutcome:
-    """Score, measure and write everything (see the module docstring)."""
+ProgressFactory = Callable[[str, str], Progress]  # (what, unit) -> a Progress; training.progress.Progress itself
+
+
+def run_evaluation(
+    opts: EvalOptions, echo: Callable[[str], None], progress: ProgressFactory | None = None
+) -> EvalOutcome:
+    """Score, measure and write everything (see the module docstring).
+
+    Args:
+        opts: the run.
+        echo: where the console table and the file names go.
+        progress: makes the counters of preparing (videos) and scoring (crops), per set; None: silent.
+    """
+
+    def counter(what: str, unit: str) -> Progress | None:
+        return progress(what, unit) if progress is not None else None
+
     if opts.calibrate and opts.val_set is None:
         msg = "--calibrate needs a validation set (--val-set NAME=PATH); thresholds are never picked on test sets"
         raise ConfigError(msg)
@@ -127,23 +152,33 @@ def run_evaluation(opts: EvalOptions, echo: Callable[[str], None], progress: Cal
         msg = f"set names must be unique, got {names}"
         raise ConfigError(msg)
     for spec in [*opts.sets, *([opts.val_set] if opts.val_set else [])]:
-        if not spec.path.is_file():  # before Ray starts
+        if spec.layout is not None and not spec.path.is_dir():  # before Ray starts
+            msg = f"set {spec.name!r}: {spec.path} is not a folder (expected the {spec.layout} dataset's root)"
+            raise ConfigError(msg)
+        if spec.layout is None and not spec.path.is_file():
             msg = f"set {spec.name!r}: {spec.path} is not a file (expected crops.csv or a .csv/.jsonl video manifest)"
             raise ConfigError(msg)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     if opts.model.checkpoint is not None:
         read_manifest(opts.model.checkpoint)  # a missing or broken checkpoint fails before Ray starts
     with ray_connection(address=opts.ray_address, **ray_logging_args(opts.log)):
-        prepared_root = opts.out_dir / "prepared"
-        loaded = [load_set(s, opts.split, prepared_root, opts.prepare, progress) for s in opts.sets]
+        prepared_root = opts.prepared_root or opts.out_dir / "prepared"
+        loaded = [load_set(s, opts.split, prepared_root, opts.prepare, progress=counter(f"prepare {s.name}", "videos"))
+                  for s in opts.sets]  # fmt: skip
         val_loaded = None
         if opts.val_set is not None:
-            val_loaded = load_set(opts.val_set, opts.val_split, prepared_root, opts.prepare, progress)
+            val_loaded = load_set(opts.val_set, opts.val_split, prepared_root, opts.prepare, validation=True,
+                                  progress=counter(f"prepare {opts.val_set.name}", "videos"))  # fmt: skip
         actors = start_scorers(opts.model, opts.workers, opts.batch_size, opts.cpus_per_worker, opts.gpus_per_worker)
+        score = opts.prepare.video_score
         try:
             version = ray.get(actors[0].version.remote())
-            results = [evaluate_set(s, actors, opts.batch_size, opts.model.aggregation) for s in loaded]
-            val = evaluate_set(val_loaded, actors, opts.batch_size, opts.model.aggregation) if val_loaded else None
+            results = [evaluate_set(s, actors, opts.batch_size, score, counter(f"score {s.name}", "crops"))
+                       for s in loaded]  # fmt: skip
+            val = None
+            if val_loaded is not None:
+                val = evaluate_set(val_loaded, actors, opts.batch_size, score, counter(f"score {val_loaded.name}",
+                                                                                          "crops"))  # fmt: skip
         finally:
             for actor in actors:
                 ray.kill(actor)
@@ -154,18 +189,19 @@ def write_outputs(
     opts: EvalOptions, results: Sequence[SetResult], val: SetResult | None, version: str, echo: Callable[[str], None]
 ) -> EvalOutcome:
     """Steps 4-5 on scored sets: union, calibration, scores.csv, plots, report.json, console table."""
-    union = union_result(results, opts.model.aggregation)
+    union = union_result(results, opts.prepare.video_score)
     ident = model_identity(opts.model, version)
     calibration, thresholds_path, calibrated = None, None, None
     if opts.calibrate and val is not None:
         calibration, thresholds_path = _calibrate(opts, val, version, ident)
         calibrated = read_thresholds_file(thresholds_path)
-    thresholds, source = _thresholds_in_use(opts.model, calibrated)
+    thresholds, source = _thresholds_in_use(opts, calibrated)
     write_scores_csv(opts.out_dir / "scores.csv", [*results, *([val] if val else [])])
     sections = {r.name: set_section(r, thresholds, plot_set(opts.out_dir, r)) for r in results}
     report = {
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "model": ident,
+        "video_score": {**_definition(opts), "description": describe_video_score(_definition(opts))},
         "test_sets": sections,
         "overall": set_section(union, thresholds, plot_set(opts.out_dir, union)),
         "validation_set": set_section(val, thresholds, plot_set(opts.out_dir, val)) if val else None,
@@ -179,7 +215,8 @@ def write_outputs(
         else {**calibration.to_dict(), "file": str(thresholds_path), "validation_set": str(val.info["path"])},
     }
     path = write_json(opts.out_dir / "report.json", report)
-    table = console_table([*results, union])
+    table = console_table([*results, union], val)
+    echo(f"video score: {describe_video_score(_definition(opts))}")
     echo(table)
     echo(f"report: {path}")
     if thresholds_path is not None:
@@ -189,4 +226,4 @@ def write_outputs(
                  f"--thresholds-file {thresholds_path}")  # fmt: skip
         else:
             echo(f"`clipguard run --model-checkpoint {opts.model.checkpoint}` picks them up automatically")
-    return EvalOutcome(report, path, table, thresholds_path)
+    return EvalOutcome(report, path, table, thresholds_path, tuple(results))

@@ -3,7 +3,10 @@
 Each Ray actor holds one :class:`VideoPreparer`: the stream's own
 :class:`~workers.frame_decoder.FrameDecoder` and
 :class:`~workers.face_cropper.FaceCropper`, so training crops are made exactly
-as the stream makes the crops it scores (sampling, detector, policy, alignment).
+as the stream makes the crops it scores (sampling, detector, face policy, alignment). The
+face policy is the video score's (:class:`clipguard.config.VideoScoreConfig`), and the
+output folder records it with the sampling (``prepared.json``): a folder holds crops of
+one kind only, and ``evaluate`` scores them only under the video score they were made for.
 The actor returns PNG bytes; the driver writes them and the per-video
 done-marker (:mod:`training.crop_manifest`), so no shared filesystem is needed
 between the nodes, and a re-run skips every video that already has a marker.
@@ -25,12 +28,13 @@ import numpy as np
 import ray
 from ray.util import ActorPool
 
-from clipguard.config import FacesConfig, SamplingConfig, SourceConfig
+from clipguard.config import FacesConfig, SamplingConfig, SourceConfig, VideoScoreConfig
 from clipguard.contracts import VideoJob
 from clipguard.errors import ClipguardError
 from clipguard.model_files import find_model_file
 from training.crop_manifest import CropStore, EncodedCrop, VideoOutcome
 from training.data_manifest import VideoRecord
+from training.progress import Progress
 from workers.face_cropper import FaceCropper
 from workers.face_detector import CPU, CUDA, FaceDetector
 from workers.frame_decoder import FrameDecoder
@@ -57,7 +61,8 @@ class VideoPreparer:
     Args:
         source: where videos live (``video_root``) and the decode limits.
         sampling: frames per video (32 in the paper protocol) and max side.
-        faces: detector, face policy (``largest`` = paper) and crop size.
+        faces: detector and crop size.
+        selection: the video score whose face policy (``largest`` = paper) picks the faces.
         intra_op_threads: onnxruntime threads for the face detector (the CPUs the actor owns).
         use_gpu: run the face detector on CUDA (the actor must own a GPU); False pins it to the CPU,
             so an actor without a GPU never tries CUDA on a GPU node.
@@ -68,13 +73,14 @@ class VideoPreparer:
         source: SourceConfig,
         sampling: SamplingConfig,
         faces: FacesConfig,
+        selection: VideoScoreConfig,
         intra_op_threads: int | None = 1,
         use_gpu: bool = False,
     ) -> None:
         self._decoder = FrameDecoder(source, sampling)
         providers = [CUDA, CPU] if use_gpu else [CPU]  # FaceDetector refuses a CUDA request it cannot honour
         detector = FaceDetector(faces, providers=providers, intra_op_threads=intra_op_threads)
-        self._cropper = FaceCropper(faces, detector)
+        self._cropper = FaceCropper(faces, detector, selection=selection)
 
     def prepare(self, record: VideoRecord) -> VideoOutcome:
         """Crops of one video, or its typed failure (never raises for a bad video)."""
@@ -93,6 +99,12 @@ class VideoPreparer:
             frames_with_faces=result.frames_with_faces,
             crops=crops,
         )
+
+
+def describe_outcome(outcome: VideoOutcome) -> str:
+    """``status  n crops  video_id (error)``: one video's result, for progress lines."""
+    detail = f" ({outcome.error_kind}: {outcome.error_message})" if outcome.status == "skipped" else ""
+    return f"{outcome.status:8s} {len(outcome.crops):3d} crops  {outcome.video_id}{detail}"
 
 
 @dataclass(frozen=True)
@@ -116,12 +128,14 @@ def prepare_videos(
     source: SourceConfig,
     sampling: SamplingConfig,
     faces: FacesConfig,
+    video_score: VideoScoreConfig,
     workers: int = 2,
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
     retry_skipped: bool = False,
     on_video: Callable[[VideoOutcome], None] | None = None,
     model_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> PrepareSummary:
     """Prepare every video without a done-marker on a pool of Ray actors (Ray must be initialised).
 
@@ -129,10 +143,12 @@ def prepare_videos(
         records: the labelled videos.
         out_dir: the prepared-data folder (created if needed).
         source, sampling, faces: the stream's decode, sampling and face settings.
+        video_score: the video score the crops are for (its face policy picks the faces).
         workers: actors in the pool.
         cpus_per_worker, gpus_per_worker: Ray resources of each actor.
         retry_skipped: also redo videos recorded as skipped by an earlier run.
-        on_video: called on the driver after each video is written (progress).
+        on_video: called on the driver after each video is written.
+        progress: counts the videos prepared now, one line (or bar step) per video.
         model_dir: the model directory the face detector is looked up in (None: ``$CLIPGUARD_MODEL_DIR``,
             then ``./models``); resolved here, on the driver, so actors on any node get a path.
 
@@ -143,6 +159,7 @@ def prepare_videos(
                                configured_dir=model_dir)  # fmt: skip
     faces = faces.model_copy(update={"detector_path": detector})
     store = CropStore(out_dir)
+    store.claim(video_score.crop_selection(sampling))  # before any work: refuse a folder of other crops
     by_id = {r.video_id: r for r in records}
     todo = [r for r in records if not store.is_done(r.video_id, retry_skipped=retry_skipped)]
     counts = {"done": 0, "no_face": 0, "skipped": 0}
@@ -151,7 +168,10 @@ def prepare_videos(
         actor_cls = ray.remote(VideoPreparer).options(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)
         threads = max(1, int(cpus_per_worker))
         use_gpu = gpus_per_worker > 0
-        actors = [actor_cls.remote(source, sampling, faces, threads, use_gpu) for _ in range(min(workers, len(todo)))]
+        actors = [actor_cls.remote(source, sampling, faces, video_score, threads, use_gpu)
+                  for _ in range(min(workers, len(todo)))]  # fmt: skip
+        if progress is not None:
+            progress.start(len(todo))
         try:
             pool = ActorPool(actors)
             for outcome in pool.map_unordered(lambda actor, record: actor.prepare.remote(record), todo):
@@ -159,7 +179,11 @@ def prepare_videos(
                 counts[outcome.status] += 1
                 if on_video is not None:
                     on_video(outcome)
+                if progress is not None:
+                    progress.advance(note=describe_outcome(outcome), always=outcome.status != "done")
         finally:
+            if progress is not None:
+                progress.close()
             for actor in actors:
                 ray.kill(actor)
     crops_total, _ = store.write_manifests(list(records))

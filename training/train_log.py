@@ -1,8 +1,12 @@
 """Progress a person can follow: a per-epoch table on the console and a CSV file (TensorBoard optional).
 
-Only rank 0 writes. The CSV (``<run dir>/train_log.csv``) is appended to, so a
-run that resumed after a failure shows the epochs of every attempt, each row
-saying which checkpoint epoch its attempt resumed from (-1: from scratch).
+Only rank 0 writes. Each console row ends with the run's ETA (the epochs left times the mean
+epoch so far); within an epoch, the loop prints ``steps n/N``, a rate and the epoch's ETA
+(:class:`training.progress.Progress`, plain lines: a Ray job's log is no terminal).
+
+The CSV (``<run dir>/train_log.csv``) is appended to, so a run that resumed after a failure
+shows the epochs of every attempt, each row saying which checkpoint epoch its attempt resumed
+from (-1: from scratch).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clipguard.errors import ConfigError
+from training.progress import format_eta
 
 # Console columns: (metric key, header, format spec); every cell is WIDTH wide.
 WIDTH = 9
@@ -27,12 +32,15 @@ _TABLE = (
     ("val_video_eer", "val_eer", ".4f"),
     ("train_video_auroc", "train_auc", ".4f"),
     ("epoch_s", "seconds", ".1f"),
+    ("run_eta", "run ETA", "eta"),
 )
 
 
 def _cell(spec: str, value: Any) -> str:
     if value is None or value == "":
         return f"{'-':>{WIDTH}}"
+    if spec == "eta":
+        return f"{format_eta(float(value)):>{WIDTH}}"
     number = int(value) if spec == "d" else float(value)
     return f"{number:>{WIDTH}{spec}}"
 
@@ -43,11 +51,14 @@ class ProgressLog:
     Args:
         folder: where ``train_log.csv`` (and TensorBoard events) go.
         tensorboard: also write TensorBoard scalars; an error if the package is missing.
+        total_epochs: the run's epochs, for the ETA column (None: no ETA).
     """
 
-    def __init__(self, folder: Path, *, tensorboard: bool = False) -> None:
+    def __init__(self, folder: Path, *, tensorboard: bool = False, total_epochs: int | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.csv_path = folder / "train_log.csv"
+        self.total_epochs = total_epochs
+        self._epoch_seconds: list[float] = []
         self._header_printed = False
         self._writer = None
         if tensorboard:
@@ -87,7 +98,12 @@ class ProgressLog:
         if not self._header_printed:
             print(" ".join(f"{title:>{WIDTH}}" for _, title, _ in _TABLE), file=sys.stdout)
             self._header_printed = True
-        print(" ".join(_cell(spec, row.get(key)) for key, _, spec in _TABLE), file=sys.stdout, flush=True)
+        shown = dict(row)
+        if self.total_epochs is not None and row.get("epoch_s") is not None:
+            self._epoch_seconds.append(float(row["epoch_s"]))
+            left = self.total_epochs - 1 - int(row["epoch"])
+            shown["run_eta"] = left * sum(self._epoch_seconds) / len(self._epoch_seconds)
+        print(" ".join(_cell(spec, shown.get(key)) for key, _, spec in _TABLE), file=sys.stdout, flush=True)
 
 
 def read_log(path: Path) -> list[dict[str, str]]:

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from training.augment import build_train_augment
 from training.crop_dataset import CropDataset, eval_loader, load_splits, train_loader
 from training.crop_manifest import CropRow
 from training.eval_metrics import DetectionMetrics, detection_metrics
+from training.progress import Progress
 from training.schedules import build_schedule
 from training.train_config import FaultSection, TrainConfig, build_train_config
 from training.train_log import ProgressLog
@@ -48,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 
 DETECTION_FIELDS = tuple(field.name for field in dataclasses.fields(DetectionMetrics))
+STEP_LINE_EVERY_S = 30.0  # rank 0 prints "epoch e/E steps n/N, rate, ETA" this often (and at each epoch's end)
 
 
 def _eval_train_now(cfg: TrainConfig, epoch: int) -> bool:
@@ -154,12 +157,15 @@ def _loaders(cfg: TrainConfig, rank: int, world: int) -> tuple[DataLoader, Any, 
 
 
 def _train_epoch(
-    model: nn.Module, loader: DataLoader, optimizer, schedule, step: int, cfg: TrainConfig, device, autocast_dtype
-) -> tuple[int, dict[str, Any]]:
+    model: nn.Module, loader: DataLoader, optimizer, schedule, step: int, cfg: TrainConfig, device, autocast_dtype,
+    progress: Progress | None = None,
+) -> tuple[int, dict[str, Any]]:  # fmt: skip
     """One pass over this rank's shard; returns the next step and the epoch's mean losses over all ranks."""
     weights = cfg.loss.weights()
     sums = [0.0] * 5  # total, ce, align, unif, finished steps
     skipped, lr = 0, schedule(step)
+    if progress is not None:
+        progress.start(len(loader))
     for crops, labels, _ in loader:
         lr = schedule(step)
         for group in optimizer.param_groups:
@@ -167,6 +173,8 @@ def _train_epoch(
         result = train_step(model, crops.to(device), labels.to(device), optimizer, weights,
                             preprocess=PreprocessConfig(), autocast_dtype=autocast_dtype, step=step)  # fmt: skip
         step += 1
+        if progress is not None:
+            progress.advance()
         if result.skipped:
             skipped += 1  # the ranks agreed, so every rank counts the same
             continue
@@ -194,7 +202,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     detector, forward, model, optimizer, start = _build(cfg, rank)
     loader, sampler, evals = _loaders(cfg, rank, world)
     schedule = build_schedule(cfg.optim, steps_per_epoch=len(loader))
-    log = ProgressLog(cfg.run_dir, tensorboard=cfg.run.tensorboard) if rank == 0 else None
+    log = (
+        ProgressLog(cfg.run_dir, tensorboard=cfg.run.tensorboard, total_epochs=cfg.optim.epochs) if rank == 0 else None
+    )
 
     step = start.step
     for epoch in range(start.epoch + 1, cfg.optim.epochs):
@@ -203,7 +213,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.manual_seed(_epoch_seed(cfg.run.seed, epoch, rank))  # augmentation draws
         forward.reseed(_epoch_seed(cfg.run.seed, epoch, rank))  # slerp draws
         sampler.set_epoch(epoch)
-        step, train_metrics = _train_epoch(model, loader, optimizer, schedule, step, cfg, device, autocast_dtype)
+        steps = Progress(f"epoch {epoch + 1}/{cfg.optim.epochs}", "steps", stream=sys.stdout, tty=False,
+                         min_interval_s=STEP_LINE_EVERY_S) if rank == 0 else None  # fmt: skip
+        step, train_metrics = _train_epoch(model, loader, optimizer, schedule, step, cfg, device, autocast_dtype,
+                                           steps)  # fmt: skip
         metrics: dict[str, Any] = {"epoch": epoch, "step": step, **train_metrics, "resumed_from": start.epoch}
         for split, (split_loader, rows) in evals.items():
             if split == "train" and not _eval_train_now(cfg, epoch):

@@ -10,7 +10,7 @@ import os
 
 import ray
 
-from clipguard.config import FacesConfig
+from clipguard.config import FacesConfig, VideoScoreConfig
 from clipguard.contracts import FaceStageResult, SampledFrame
 from clipguard.logging_setup import quiet_third_party
 from workers.face_cropper import FaceCropper
@@ -18,9 +18,9 @@ from workers.face_cropper import FaceCropper
 
 @ray.remote
 class FaceActor:
-    def __init__(self, faces_cfg: FacesConfig) -> None:
+    def __init__(self, faces_cfg: FacesConfig, selection: VideoScoreConfig) -> None:
         quiet_third_party()  # format and level come from the job's LoggingConfig (ray.init on the driver)
-        self.cropper = FaceCropper(faces_cfg)
+        self.cropper = FaceCropper(faces_cfg, selection=selection)
 
     def crop(self, video_id: str, frames: list[SampledFrame], source_size: tuple[int, int] | None) -> FaceStageResult:
         return self.cropper.crop_video(video_id, frames, source_size)

@@ -3,9 +3,10 @@
 This is the plain class the Ray face actor wraps. Per video:
 
 * every sampled frame is run through the detector (batched when the model allows);
-* the per-frame policy keeps the largest face (``largest``, the paper's
-  protocol) or up to ``max_faces_per_frame`` faces by detection score (``all``,
-  the moderation default);
+* the per-frame face policy of the video score (:class:`clipguard.config.VideoScoreConfig`,
+  the definition the stream, ``prepare`` and ``evaluate`` share) keeps the largest face
+  (``largest``, the paper's protocol) or up to ``max_faces`` faces by detection score
+  (``all``, the moderation default);
 * each kept face is aligned to a ``crop_size`` crop (docs/method.md §5) and gets a
   track id from a per-video IoU tracker;
 * frames without a face are counted, never an error; a video without any face
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clipguard.config import FacesConfig
+from clipguard.config import FacesConfig, VideoScoreConfig
 from clipguard.contracts import FaceCrop, FaceStageResult, SampledFrame
 from workers.face_alignment import align_face
 from workers.face_detector import Detection, FaceDetector
@@ -55,12 +56,16 @@ class FaceCropper:
     """Turns a video's sampled frames into aligned, tracked face crops.
 
     Args:
-        config: The faces section (policy, crop size, margin, tracking IoU...).
+        config: The faces section (detector, crop size, margin, tracking IoU...).
         detector: A ready detector; default ``FaceDetector(config)``.
+        selection: The video score whose ``face_policy`` and ``max_faces`` pick the faces of each frame.
     """
 
-    def __init__(self, config: FacesConfig, detector: FaceDetector | None = None) -> None:
+    def __init__(
+        self, config: FacesConfig, detector: FaceDetector | None = None, *, selection: VideoScoreConfig
+    ) -> None:
         self._config = config
+        self._selection = selection
         self._detector = detector if detector is not None else FaceDetector(config)
 
     def crop_video(
@@ -90,7 +95,7 @@ class FaceCropper:
         for frame, found in zip(ordered, detections, strict=True):
             faces_found += len(found)
             frames_with_faces += bool(found)
-            kept = select_faces(found, cfg.policy, cfg.max_faces_per_frame)
+            kept = select_faces(found, self._selection.face_policy, self._selection.max_faces)
             scale = _scale_to_source(frame.image, source_size)
             boxes = [tuple(float(v) for v in np.asarray(d.box) * np.tile(scale, 2)) for d in kept]
             track_ids = tracker.update(boxes)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clipguard.config import FacesConfig
+from clipguard.config import FacesConfig, VideoScoreConfig
 from workers.face_alignment_torch import similarity_matrices, warp_crops
 from workers.face_cropper import select_faces
 from workers.face_detector import Detection
@@ -60,12 +60,14 @@ class DeviceFaceCropper:
     """Detect, select, track and align the faces of one video's device frames.
 
     Args:
-        config: The faces section (policy, crop size, margin, tracking IoU...).
+        config: The faces section (crop size, margin, tracking IoU...).
         detector: The torch SCRFD on the frames' device.
+        selection: The video score whose ``face_policy`` and ``max_faces`` pick the faces of each frame.
     """
 
-    def __init__(self, config: FacesConfig, detector: TorchFaceDetector) -> None:
+    def __init__(self, config: FacesConfig, detector: TorchFaceDetector, *, selection: VideoScoreConfig) -> None:
         self._config = config
+        self._selection = selection
         self.detector = detector
 
     def crop_video(
@@ -103,7 +105,7 @@ class DeviceFaceCropper:
         for pos, detections in enumerate(found):
             faces_found += len(detections)
             frames_with_faces += bool(detections)
-            kept = select_faces(detections, cfg.policy, cfg.max_faces_per_frame)
+            kept = select_faces(detections, self._selection.face_policy, self._selection.max_faces)
             boxes = [tuple(float(v) for v in np.asarray(d.box) * np.tile(scale, 2)) for d in kept]
             for det, box, track_id in zip(kept, boxes, tracker.update(boxes), strict=True):
                 placements.append(CropPlacement(indices[pos], timestamps_s[pos], track_id, box, det.score))

@@ -230,7 +230,7 @@ def build_pipeline(cfg: ClipguardConfig, on_batch: Callable[[BatchReport], None]
                 scorer.device, fast.weights_dtype or "fp32")  # fmt: skip
     pipeline = GpuVideoPipeline(
         decoder,
-        DeviceFaceCropper(cfg.faces, detector),
+        DeviceFaceCropper(cfg.faces, detector, selection=cfg.video_score),
         fast,
         decode_workers=node.decode_workers,
         batch_size=cfg.stream.batch_size,

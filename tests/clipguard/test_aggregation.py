@@ -1,7 +1,7 @@
 import pytest
 
-from clipguard.aggregation import aggregate, label_for, most_suspicious, track_scores
-from clipguard.config import ThresholdConfig
+from clipguard.aggregation import aggregate, counted_tracks, label_for, most_suspicious, track_scores, video_score
+from clipguard.config import ThresholdConfig, VideoScoreConfig
 from clipguard.contracts import CropScore
 
 
@@ -37,3 +37,26 @@ def test_label_for_thresholds(p, label):
 def test_threshold_config_rejects_crossed_bounds():
     with pytest.raises(ValueError):
         ThresholdConfig(fake=0.3, real=0.5)
+
+
+def test_video_score_tracks_pooling_takes_the_most_suspicious_long_enough_track():
+    # A group scene: three real faces (4 crops each) and one swapped face (4 crops); one detector flicker.
+    tracks = [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 + [4]
+    p = [0.1] * 4 + [0.2] * 4 + [0.1] * 4 + [0.8, 0.9, 0.7, 0.8] + [0.99]
+    score, top = video_score(tracks, p, VideoScoreConfig(pooling="tracks", min_track_crops=2))
+    assert (score, top) == (pytest.approx(0.8), 3)  # the 1-crop flicker (0.99) does not count
+    # Averaged over every face, the swapped one is diluted below a 0.6 threshold: the bug this definition avoids.
+    assert video_score(tracks, p, VideoScoreConfig(pooling="crops"))[0] == pytest.approx(5.79 / 17)
+    assert video_score(tracks, p, VideoScoreConfig(pooling="tracks", min_track_crops=1)) == (0.99, 4)
+    median = VideoScoreConfig(pooling="tracks", aggregation="median")
+    assert video_score([0, 0, 0], [0.1, 0.2, 0.9], median) == (pytest.approx(0.2), 0)
+
+
+def test_video_score_counts_short_tracks_when_no_track_is_long_enough():
+    two_short = [_cs(0, 0, 0.3), _cs(1, 0, 0.6), _cs(1, 1, 0.8)]
+    assert [t.track_id for t in counted_tracks(track_scores(two_short), 5)] == [1]  # the longest
+    assert video_score([0, 1, 1], [0.3, 0.6, 0.8], VideoScoreConfig(min_track_crops=5)) == (pytest.approx(0.7), 1)
+    with pytest.raises(ValueError, match="zero crops"):
+        video_score([], [], VideoScoreConfig())
+    with pytest.raises(ValueError, match="track ids"):
+        video_score([0], [0.1, 0.2], VideoScoreConfig())

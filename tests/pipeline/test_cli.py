@@ -15,17 +15,23 @@ from pipeline.cli import cli
 from pipeline.verdict_store import VerdictStore
 
 
-def _flags(kafka_config, redis_config):
-    return [
-        "--kafka-bootstrap",
-        kafka_config.bootstrap,
-        "--kafka-topic",
-        kafka_config.topic,
-        "--redis-url",
-        redis_config.url,
-        "--redis-key-prefix",
-        redis_config.key_prefix,
-    ]
+def _flags(kafka_config=None, redis_config=None):
+    """The flags of the service(s) a client command talks to (each shows only its own)."""
+    kafka = ["--kafka-bootstrap", kafka_config.bootstrap, "--kafka-topic", kafka_config.topic] if kafka_config else []
+    redis = ["--redis-url", redis_config.url, "--redis-key-prefix", redis_config.key_prefix] if redis_config else []
+    return kafka + redis
+
+
+def test_client_commands_show_only_the_settings_they_use():
+    shown = {name: CliRunner().invoke(cli, [name, "--help"]).output for name in ("publish", "verdict", "watch", "run")}
+    assert "--kafka-bootstrap" in shown["publish"] and "--source-video-root" in shown["publish"]
+    for flag in ("--redis-url", "--stream-", "--model-", "--faces-", "--video-score-", "--kafka-group-id"):
+        assert flag not in shown["publish"], flag
+    for name in ("verdict", "watch"):
+        assert "--redis-url" in shown[name] and "--redis-key-prefix" in shown[name]
+        for flag in ("--kafka-", "--stream-", "--model-", "--redis-stream-maxlen", "--source-"):
+            assert flag not in shown[name], (name, flag)
+    assert all(flag in shown["run"] for flag in ("--kafka-group-id", "--video-score-pooling", "--redis-url"))
 
 
 def test_cli_publish_ids_files_and_json_jobs(kafka_config, redis_config, tmp_path):
@@ -33,7 +39,7 @@ def test_cli_publish_ids_files_and_json_jobs(kafka_config, redis_config, tmp_pat
     root.mkdir()
     outside = tmp_path / "clip.mp4"
     outside.write_bytes(b"x")
-    flags = _flags(kafka_config, redis_config) + ["--source-video-root", str(root)]
+    flags = _flags(kafka_config) + ["--source-video-root", str(root)]
     r = CliRunner().invoke(cli, ["publish", *flags, "a/b.mp4", str(outside)])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["publish", *flags, "v9", "--uri", "https://h/v9.mp4", "--metadata", '{"t": 1}'])
@@ -58,7 +64,7 @@ def test_cli_publish_ids_files_and_json_jobs(kafka_config, redis_config, tmp_pat
 
 def test_cli_verdict_pretty_json_and_missing(kafka_config, redis_config):
     VerdictStore(redis_config).put(Verdict("x/1", "error", "m-1", error_kind="corrupt", error_message="bad moov"))
-    flags = _flags(kafka_config, redis_config)
+    flags = _flags(redis_config=redis_config)
     pretty = CliRunner().invoke(cli, ["verdict", *flags, "x/1"])
     assert pretty.exit_code == 0 and "corrupt: bad moov" in pretty.output
     raw = CliRunner().invoke(cli, ["verdict", *flags, "x/1", "--json"])
@@ -71,7 +77,7 @@ def test_cli_watch_replays_the_verdict_stream(kafka_config, redis_config):
     store = VerdictStore(redis_config)
     store.put(Verdict("a", "no_face", "m-1"))
     store.put(Verdict("b", "no_face", "m-1"))
-    r = CliRunner().invoke(cli, ["watch", *_flags(kafka_config, redis_config), "--from-start", "--count", "2"])
+    r = CliRunner().invoke(cli, ["watch", *_flags(redis_config=redis_config), "--from-start", "--count", "2"])
     assert r.exit_code == 0, r.output
     assert [json.loads(line)["video_id"] for line in r.output.splitlines()] == ["a", "b"]
 
@@ -79,15 +85,15 @@ def test_cli_watch_replays_the_verdict_stream(kafka_config, redis_config):
 def test_cli_config_env_and_flags_with_secrets_masked(monkeypatch):
     monkeypatch.setenv("CLIPGUARD_KAFKA__SASL_PASSWORD", "hunter2")
     monkeypatch.setenv("CLIPGUARD_STREAM__BATCH_SIZE", "7")
-    r = CliRunner().invoke(cli, ["config", "--stream-batch-size", "9", "--faces-policy", "largest"])
+    r = CliRunner().invoke(cli, ["config", "--stream-batch-size", "9", "--video-score-face-policy", "largest"])
     assert r.exit_code == 0, r.output
     cfg = json.loads(r.output)
-    assert cfg["stream"]["batch_size"] == 9 and cfg["faces"]["policy"] == "largest"
+    assert cfg["stream"]["batch_size"] == 9 and cfg["video_score"]["face_policy"] == "largest"
     assert "hunter2" not in r.output
 
 
 def test_cli_rejects_misspelt_and_invalid_values(monkeypatch):
-    r = CliRunner().invoke(cli, ["config", "--faces-policy", "some"])
+    r = CliRunner().invoke(cli, ["config", "--video-score-face-policy", "some"])
     assert r.exit_code != 0 and "invalid configuration" in r.output
     monkeypatch.setenv("CLIPGUARD_STREAM__BATCH_SIZ", "3")
     r = CliRunner().invoke(cli, ["config"])

@@ -21,12 +21,12 @@ import pytest
 from clipguard.assets import REPO_ROOT
 from clipguard.config import (
     ClipguardConfig,
-    FacesConfig,
     ModelConfig,
     RayConfig,
     SamplingConfig,
     SourceConfig,
     StreamConfig,
+    VideoScoreConfig,
 )
 from pipeline.kafka_publisher import JobPublisher, ensure_topic
 from pipeline.runner import run_stream
@@ -96,7 +96,7 @@ def _config(kafka_config, redis_config, ray_address, video_root) -> ClipguardCon
         ray=RayConfig(address=ray_address),
         source=SourceConfig(video_root=video_root, timeout_s=30, max_duration_s=3600),
         sampling=SamplingConfig(num_frames=4, max_side=1600),
-        faces=FacesConfig(policy="all"),
+        video_score=VideoScoreConfig(face_policy="all"),
         model=ModelConfig(arch="ViT-Tiny-test", pretrained="none"),
         stream=StreamConfig(
             decoders=2,

@@ -19,6 +19,9 @@ def _verdict(video_id="v1", p=0.8, offset=3, **kw):
         model_version="m-1",
         p_fake=p,
         label="fake",
+        video_score="all faces (max 32), most suspicious track (mean, >=2 crops), 32 frames",
+        thresholds_fake=0.61,
+        thresholds_real=0.4,
         tracks=(TrackScore(0, p, 2, 0, 31),),
         top_track=0,
         frames_sampled=32,
@@ -29,7 +32,7 @@ def _verdict(video_id="v1", p=0.8, offset=3, **kw):
         source=SourceRef("t", 1, offset),
         metadata={"tenant": "acme"},
         received_at="2026-01-01T00:00:00+00:00",
-        **kw,
+        **{"thresholds_sha256": "c" * 64, **kw},
     )
 
 
@@ -40,9 +43,11 @@ def test_verdict_store_round_trip_and_key_layout(redis_config):
     raw = store.client.hgetall(verdict_key(redis_config.key_prefix, v.video_id))
     assert raw["status"] == "done" and raw["p_fake"] == "0.800000" and raw["source_offset"] == "3"
     back = store.get(v.video_id)
-    assert back == v
+    assert back == v  # the label's basis too: video score, thresholds and their file's hash
+    assert raw["thresholds_sha256"] == "c" * 64 and raw["thresholds_fake"] == "0.61"
     events = store.events()
     assert len(events) == 1 and events[0][1]["video_id"] == v.video_id
+    assert events[0][1]["thresholds_sha256"] == "c" * 64
 
 
 def test_verdict_store_redelivery_with_same_content_is_idempotent(redis_config):
@@ -54,6 +59,9 @@ def test_verdict_store_redelivery_with_same_content_is_idempotent(redis_config):
     # a different result (e.g. new model version) replaces it and is announced
     assert store.put(_verdict(p=0.1)) is True
     assert len(store.events()) == 2
+    # so does the same label from recalibrated thresholds (another thresholds file)
+    assert store.put(_verdict(p=0.1, thresholds_sha256="d" * 64)) is True
+    assert len(store.events()) == 3
     assert store.get("v1").p_fake == pytest.approx(0.1)
 
 

@@ -3,7 +3,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from clipguard.config import ClipguardConfig, StreamConfig
+from clipguard.config import ClipguardConfig, StreamConfig, ThresholdConfig, VideoScoreConfig
 from clipguard.contracts import FaceCrop, FaceStageResult, SampledFrame, SourceRef, VideoJob
 from clipguard.errors import CorruptVideoError
 from pipeline.video_flow import Stages, process_video
@@ -34,9 +34,13 @@ async def _score(crops):
 
 def test_process_video_done_verdict_has_scores_tracks_and_provenance():
     v = asyncio.run(process_video(JOB, Stages(_decode, _faces, _score), CFG, "m-1"))
-    assert v.status == "done" and v.p_fake == pytest.approx(0.5) and v.label == "uncertain"
+    # Default video score: the most suspicious face track (track 1, 0.9), not the 0.5 average of both faces.
+    assert v.status == "done" and v.p_fake == pytest.approx(0.9) and v.label == "fake"
     assert [(t.track_id, round(t.p_fake, 3)) for t in v.tracks] == [(0, 0.1), (1, 0.9)]
     assert v.top_track == 1
+    # What made the label: the definition and the thresholds (no calibrated file here).
+    assert v.video_score == "all faces (max 32), most suspicious track (mean, >=2 crops), 32 frames"
+    assert (v.thresholds_fake, v.thresholds_real, v.thresholds_sha256) == (0.6, 0.4, None)
     assert (v.frames_sampled, v.frames_with_faces, v.faces_found) == (4, 4, 8)
     assert len(v.crop_scores) == 8 and v.source == JOB.source and v.metadata == {"k": 1}
     assert {"decode", "faces", "detect", "total"} <= set(v.timings_s)
@@ -116,3 +120,12 @@ def test_fused_gpu_stage_result_becomes_the_same_verdict_shape():
     assert asyncio.run(process_video(JOB, Stages(analyse=nothing), CFG, "m-1")).status == "no_face"
     with pytest.raises(ValueError, match="either"):
         Stages(_decode, _faces, _score, analyse=analyse)
+
+
+def test_process_video_paper_pooling_averages_every_crop_and_records_the_thresholds_file():
+    thresholds = ThresholdConfig(fake=0.45, real=0.2, file_sha256="ab" * 32)
+    cfg = CFG.model_copy(update={"video_score": VideoScoreConfig(pooling="crops"), "thresholds": thresholds})
+    v = asyncio.run(process_video(JOB, Stages(_decode, _faces, _score), cfg, "m-1"))
+    assert v.p_fake == pytest.approx(0.5) and v.label == "fake" and v.top_track == 1
+    assert v.video_score == "all faces (max 32), mean of all crops, 32 frames"
+    assert (v.thresholds_fake, v.thresholds_real, v.thresholds_sha256) == (0.45, 0.2, "ab" * 32)

@@ -34,6 +34,7 @@ from clipguard.config import (
     SamplingConfig,
     SourceConfig,
     StreamConfig,
+    VideoScoreConfig,
 )
 from pipeline.kafka_publisher import JobPublisher, ensure_topic
 from pipeline.runner import RunTotals, run_stream
@@ -60,7 +61,8 @@ def stream_config(
         ray=RayConfig(address=ray_address),
         source=SourceConfig(**{"video_root": video_root, "timeout_s": 20, "max_duration_s": 3600, **(source or {})}),
         sampling=SamplingConfig(**{"num_frames": 4, "max_side": 320, **(sampling or {})}),
-        faces=FacesConfig(**{"policy": "all", **(faces or {})}),
+        faces=FacesConfig(**(faces or {})),
+        video_score=VideoScoreConfig(face_policy="all"),
         model=ModelConfig(arch="ViT-Tiny-test", pretrained="none"),
         stream=StreamConfig(
             **{

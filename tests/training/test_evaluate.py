@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from clipguard.config import ClipguardConfig, FacesConfig, ModelConfig
+from clipguard.config import ClipguardConfig, FacesConfig, ModelConfig, SamplingConfig, SourceConfig, VideoScoreConfig
 from clipguard.errors import CheckpointError, ConfigError
 from clipguard.model import CropScorer, DetectorConfig, read_manifest
 from clipguard.thresholds import resolve_thresholds, thresholds_path_for
@@ -28,18 +28,22 @@ from training.crop_manifest import CropStore, EncodedCrop, VideoOutcome, read_cr
 from training.data_manifest import VideoRecord
 from training.eval_metrics import eer, tpr_at_fpr
 from training.eval_run import EvalOptions, write_outputs
+from training.eval_sets import PrepareSettings, load_set, parse_set_spec
 from training.evaluate import set_result
 from training.prepare import encode_png
 from workers.face_detector import FaceDetector
 
 TINY = ["--arch", "ViT-Tiny-test", "--pretrained", "none", "--device", "cpu"]
 TINY_MODEL = {"arch": "ViT-Tiny-test", "pretrained": "none"}
+FRAMES = 2  # the evaluations below sample 2 frames a video (--num-frames 2) with the default video score
+SELECTION = VideoScoreConfig().crop_selection(SamplingConfig(num_frames=FRAMES))
 
 
 def write_crop_set(root: Path, videos: list[tuple[str, int, str, int]], seed: int) -> Path:
     """A prepared folder with synthetic crops: (name, label, split, crops) per video; 0 crops = no face."""
     rng = np.random.default_rng(seed)
     store, records = CropStore(root), []
+    store.claim(SELECTION)
     for name, label, split, n in videos:
         record = VideoRecord(video_id=f"syn:{name}", path=f"{name}.mp4", label=label, split=split, dataset="syn")
         base = rng.integers(40, 120, 3) + 60 * label  # fakes a little brighter, so the sets are not all ties
@@ -72,16 +76,25 @@ def data(tmp_path_factory):
     vf.make_no_face_video(root / "raw" / "videos" / "pattern.mp4", n_frames=4)
     with manifest.open("a", newline="") as handle:
         handle.write("videos/pattern.mp4,real,test,synthetic,\n")
-    return {"checkpoint": checkpoint, "crops": crops, "only_fake": only_fake, "videos": manifest}
+    # The same two videos as a Celeb-DF v2 tree: a test set read through its official layout.
+    cdf = root / "Celeb-DF-v2"
+    for folder, name, video in (("Celeb-real", "id0_0000", "astronaut-real"), ("Celeb-synthesis", "id1_id0_0000",
+                                                                              "newton-fake")):  # fmt: skip
+        (cdf / folder).mkdir(parents=True)
+        (cdf / folder / f"{name}.mp4").write_bytes((root / "raw" / "videos" / f"{video}.mp4").read_bytes())
+    (cdf / "YouTube-real").mkdir()
+    (cdf / "List_of_testing_videos.txt").write_text("1 Celeb-real/id0_0000.mp4\n0 Celeb-synthesis/id1_id0_0000.mp4\n")
+    return {"checkpoint": checkpoint, "crops": crops, "only_fake": only_fake, "videos": manifest, "cdf": cdf}
 
 
 @pytest.fixture(scope="module")
 def evaluated(data, ray_address, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval-out")
     args = [f"crops={data['crops']}", "--test-set", f"onlyfake={data['only_fake']}",
-            "--test-set", f"raw={data['videos']}", "--split", "test", "--val-set", f"val={data['crops']}",
-            "--val-split", "val", "--calibrate", "--target-fpr", "0.2", "--checkpoint", str(data["checkpoint"]),
-            *TINY, "--out", str(out), "--workers", "2", "--batch-size", "4", "--num-frames", "2",
+            "--test-set", f"raw={data['videos']}", "--test-set", f"cdf=celebdf:{data['cdf']}", "--split", "test",
+            "--val-set", f"val={data['crops']}", "--val-split", "val", "--calibrate", "--target-fpr", "0.2",
+            "--checkpoint", str(data["checkpoint"]), "--table",
+            *TINY, "--out", str(out), "--workers", "2", "--batch-size", "4", "--num-frames", str(FRAMES),
             "--prepare-workers", "1", "--ray-address", ray_address]  # fmt: skip
     result = CliRunner().invoke(evaluate_command, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -101,7 +114,10 @@ def test_report_records_model_sets_and_counts(evaluated, data):
     assert (model["arch"], model["checkpoint"]) == ("ViT-Tiny-test", str(data["checkpoint"].resolve()))
     assert model["weights_sha256"] == manifest.weights_sha256 and model["model_version"] == manifest.version
     assert report["created_at"].endswith("+00:00")
-    assert set(report["test_sets"]) == {"crops", "onlyfake", "raw"}
+    assert set(report["test_sets"]) == {"crops", "onlyfake", "raw", "cdf"}
+    cdf = report["test_sets"]["cdf"]
+    assert (cdf["kind"], cdf["split"], cdf["counts"]["videos_scored"]) == ("celebdf", "test", 2)
+    assert report["video_score"]["face_policy"] == "all" and report["video_score"]["num_frames"] == FRAMES
     crops = report["test_sets"]["crops"]
     assert (crops["path"], crops["kind"], crops["split"]) == (str(data["crops"]), "crops", "test")
     assert crops["counts"] == {"videos": 11, "videos_scored": 10, "videos_real": 6, "videos_fake": 5,
@@ -114,17 +130,17 @@ def test_report_records_model_sets_and_counts(evaluated, data):
     assert raw["counts"]["videos_scored"] == 2 and raw["counts"]["crops"] == 4  # 2 frames, largest face
     assert [v["video_id"] for v in raw["videos_without_crops"]] == ["synthetic:videos/pattern.mp4"]
     overall = report["overall"]
-    assert overall["counts"]["videos"] == 11 + 3 + 3 and overall["counts"]["videos_without_crops"] == 2
+    assert overall["counts"]["videos"] == 11 + 3 + 3 + 2 and overall["counts"]["videos_without_crops"] == 2
     assert report["thresholds"]["tpr_at_fpr_targets"] == [0.001, 0.01, 0.05]
     assert report["thresholds"]["verdict"]["source"] == "calibrated by this run"
-    for name in ("crops", "onlyfake", "raw", "all"):
-        assert name in output  # the console table has a row per set and the union
+    for name in ("crops", "onlyfake", "raw", "cdf", "all", "val (validation)"):
+        assert name in output  # the console table has a row per set, the union and the validation set
 
 
 def test_metrics_equal_an_independent_recomputation(evaluated, data):
     out, report, _ = evaluated
     rows = read_scores(out)
-    assert {r["test_set"] for r in rows} == {"crops", "onlyfake", "raw", "val"}
+    assert {r["test_set"] for r in rows} == {"crops", "onlyfake", "raw", "cdf", "val"}
     sections = {**report["test_sets"], "all": report["overall"]}
     for name, section in sections.items():
         chosen = [r for r in rows if r["test_set"] != "val" and (name == "all" or r["test_set"] == name)]
@@ -156,7 +172,7 @@ def test_metrics_equal_an_independent_recomputation(evaluated, data):
 
 def test_plots_are_valid_pngs(evaluated):
     out, report, _ = evaluated
-    for name in ("crops", "raw", "all"):
+    for name in ("crops", "raw", "cdf", "all"):
         for kind in ("roc", "pr", "hist"):
             with Image.open(out / f"{kind}_{name}.png") as image:
                 image.verify()
@@ -185,6 +201,7 @@ def test_calibration_is_written_beside_the_checkpoint_and_the_stream_uses_it(eva
     assert report["calibration"]["file"] == str(path) and str(path) in output
     for key in ("CLIPGUARD_THRESHOLDS__FAKE", "CLIPGUARD_THRESHOLDS__REAL", "CLIPGUARD_THRESHOLDS__FILE"):
         monkeypatch.delenv(key, raising=False)
+    assert written["video_score"] == VideoScoreConfig().definition(SamplingConfig(num_frames=FRAMES))
     flags = [
         "--model-arch",
         "ViT-Tiny-test",
@@ -193,6 +210,10 @@ def test_calibration_is_written_beside_the_checkpoint_and_the_stream_uses_it(eva
         "--model-checkpoint",
         str(data["checkpoint"]),
     ]
+    # The stream samples 32 frames by default: thresholds picked on 2-frame scores do not apply to it.
+    refused = CliRunner().invoke(cli, ["config", *flags])
+    assert isinstance(refused.exception, ConfigError) and "num_frames: 2 != 32" in str(refused.exception)
+    flags += ["--sampling-num-frames", str(FRAMES)]
     shown = CliRunner().invoke(cli, ["config", *flags])  # the stream's own config resolution
     assert shown.exit_code == 0, shown.output
     thresholds = json.loads(shown.output)["thresholds"]
@@ -202,7 +223,7 @@ def test_calibration_is_written_beside_the_checkpoint_and_the_stream_uses_it(eva
     monkeypatch.delenv("CLIPGUARD_THRESHOLDS__FAKE")
     other = save_tiny_checkpoint(out / "other" / "best", seed=9)  # other weights, stale file copied beside them
     thresholds_path_for(other).write_text(path.read_text())
-    refused = CliRunner().invoke(cli, ["config", *flags[:4], "--model-checkpoint", str(other)])
+    refused = CliRunner().invoke(cli, ["config", *flags[:4], "--model-checkpoint", str(other), *flags[6:]])
     assert isinstance(refused.exception, ConfigError) and "other weights" in str(refused.exception)
 
 
@@ -210,10 +231,11 @@ def test_base_model_calibration_goes_to_the_out_folder(tmp_path, monkeypatch):
     """Without a checkpoint the thresholds land in --out; `run` takes them with --thresholds-file (no Ray needed)."""
     rng = np.random.default_rng(4)
     labels = [0] * 6 + [1] * 6
-    val = set_result("cal", [f"v{i}" for i in range(12)], labels, rng.uniform(0, 1, 12), [], "mean",
+    val = set_result("cal", [f"v{i}" for i in range(12)], labels, rng.uniform(0, 1, 12), [], VideoScoreConfig(),
                      {"path": "val.csv", "split": "val"})  # fmt: skip
     model = ModelConfig(**TINY_MODEL, device="cpu")
-    opts = EvalOptions(model=model, sets=(), out_dir=tmp_path, prepare=None, calibrate=True, val_set=None)
+    prepare = PrepareSettings(SourceConfig(), SamplingConfig(), FacesConfig())
+    opts = EvalOptions(model=model, sets=(), out_dir=tmp_path, prepare=prepare, calibrate=True, val_set=None)
     lines: list[str] = []
     outcome = write_outputs(opts, [], val, "ViT-Tiny-test-none-untrained-head", lines.append)
     assert outcome.thresholds_path == tmp_path / "thresholds.json"
@@ -271,8 +293,32 @@ def test_checkpoint_for_another_base_tower_fails_with_the_checkpoint_error(data,
     other_base = build_detector(DetectorConfig(**{**TINY_MODEL, "pretrained": str(weights)}, device="cpu"))
     save_checkpoint(other_base, tmp_path / "foreign", preprocess=PreprocessConfig())
     args = [f"a={data['only_fake']}", "--checkpoint", str(tmp_path / "foreign.safetensors"), *TINY,
-            "--out", str(tmp_path / "out"), "--ray-address", ray_address]  # fmt: skip
+            "--num-frames", str(FRAMES), "--out", str(tmp_path / "out"), "--ray-address", ray_address]  # fmt: skip
     result = CliRunner().invoke(evaluate_command, args)
     assert isinstance(result.exception, CheckpointError), result.exception
     assert "different base weights" in str(result.exception)
     assert not ray.is_initialized()
+
+
+def test_table_compares_the_checkpoint_with_the_paper(evaluated):
+    out, report, output = evaluated
+    md, table = (out / "table.md").read_text(), (out / "table.csv").read_text().splitlines()
+    assert table[0].startswith("test set,best,paper: linear probe (frozen CLIP),paper: LN-tuning,")
+    auroc = report["test_sets"]["crops"]["metrics"]["video_auroc"]
+    assert f"crops,{100 * auroc:.2f},-,-,-,-" in table  # no paper column for a set named 'crops'
+    cdf_row = next(line for line in table if line.startswith("cdf (CDFv2),"))
+    assert cdf_row.endswith(",78.13,94.88,96.21,96.62")  # docs/method.md §8, Celeb-DF v2
+    assert any(line.startswith("mean of all sets (4),") for line in table)
+    assert any(line.startswith("mean of the sets in the paper (1),") for line in table)
+    assert "not the paper's protocol" in md and "| cdf (CDFv2) |" in md and "cdf (CDFv2)" in output
+
+
+def test_crops_prepared_for_another_video_score_are_refused(data, tmp_path):
+    """Scores of largest-face crops are not the numbers a tracks/all-faces stream would see (no Ray: refused first)."""
+    paper = PrepareSettings(SourceConfig(), SamplingConfig(num_frames=FRAMES), FacesConfig(),
+                            video_score=VideoScoreConfig.paper())  # fmt: skip
+    with pytest.raises(ConfigError, match="another video score.*face_policy: 'all' != 'largest'"):
+        load_set(parse_set_spec(f"c={data['crops']}"), "test", tmp_path, paper)
+    frames32 = PrepareSettings(SourceConfig(), SamplingConfig(), FacesConfig())
+    with pytest.raises(ConfigError, match="num_frames: 2 != 32"):
+        load_set(parse_set_spec(f"c={data['crops']}"), "test", tmp_path, frames32)

@@ -6,20 +6,21 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import ray
 from click.testing import CliRunner
 
-from clipguard.config import FacesConfig, SamplingConfig, SourceConfig
+from clipguard.config import FacesConfig, SamplingConfig, SourceConfig, VideoScoreConfig
 from clipguard.contracts import VideoJob
 from clipguard.errors import ConfigError
 from tests import video_factory as vf
 from tests.training.face_swap import VideoSpec, portrait, write_video_set
 from training.cli import prepare_command
 from training.crop_dataset import load_crop
-from training.crop_manifest import CROP_COLUMNS, read_crop_manifest
-from training.data_manifest import read_video_manifest
+from training.crop_manifest import CROP_COLUMNS, CropStore, EncodedCrop, VideoOutcome, read_crop_manifest
+from training.data_manifest import VAL_FLAG, VideoRecord, carve_validation, read_video_manifest
 from training.ffpp_layout import hashed_split, scan_ffpp
 from training.prepare import prepare_videos
 from workers.face_cropper import FaceCropper
@@ -52,7 +53,7 @@ def video_set(tmp_path_factory):
 def prepared(video_set, ray_address, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
     args = ["--manifest", str(video_set), "--out", str(out), "--num-frames", str(FRAMES), "--workers", "2",
-            "--ray-address", ray_address]  # fmt: skip
+            "--video-score-face-policy", "largest", "--ray-address", ray_address]  # fmt: skip
     result = CliRunner().invoke(prepare_command, args, catch_exceptions=False)
     return out, json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -95,7 +96,8 @@ def test_crops_are_exactly_what_the_stream_face_stage_makes(prepared, video_set)
     """Same FrameDecoder and FaceCropper as the stream, and lossless PNG: identical pixels."""
     out, _ = prepared
     decoder = FrameDecoder(SourceConfig(video_root=video_set.parent), SamplingConfig(num_frames=FRAMES))
-    cropper = FaceCropper(FacesConfig(policy="largest"), FaceDetector(FacesConfig(), intra_op_threads=1))
+    detector = FaceDetector(FacesConfig(), intra_op_threads=1)
+    cropper = FaceCropper(FacesConfig(), detector, selection=VideoScoreConfig.paper())
     video_id = "synthetic:videos/astronaut-real.mp4"
     decoded = decoder.decode(VideoJob(video_id=video_id, uri="videos/astronaut-real.mp4"))
     expected = cropper.crop_video(video_id, decoded.frames, (decoded.info.width, decoded.info.height)).crops
@@ -119,26 +121,54 @@ def test_rerun_skips_videos_already_done(prepared, video_set, ray_client):
     markers = {p: p.stat().st_mtime_ns for p in (out / "videos").glob("*.json")}
     before = (out / "crops.csv").read_text()
     configs = dict(source=SourceConfig(video_root=video_set.parent), sampling=SamplingConfig(num_frames=FRAMES),
-                   faces=FacesConfig(policy="largest"))  # fmt: skip
+                   faces=FacesConfig(), video_score=VideoScoreConfig.paper())  # fmt: skip
     again = prepare_videos(records, out, **configs)
     assert (again.already_done, again.done, again.skipped, again.crops_written) == (5, 0, 0, 0)
     assert {p: p.stat().st_mtime_ns for p in (out / "videos").glob("*.json")} == markers
     assert (out / "crops.csv").read_text() == before
     retried = prepare_videos(records, out, retry_skipped=True, **configs)  # the failed one only
     assert (retried.already_done, retried.skipped, retried.crops_written) == (4, 1, 0)
+    # The folder holds largest-face crops of 4 frames: a run for other crops is refused, not mixed in.
+    with pytest.raises(ConfigError, match="face_policy: 'largest' != 'all'"):
+        prepare_videos(records, out, **{**configs, "video_score": VideoScoreConfig()})
+    with pytest.raises(ConfigError, match="num_frames: 4 != 8"):
+        prepare_videos(records, out, **{**configs, "sampling": SamplingConfig(num_frames=8)})
 
 
 def test_face_policy_all_keeps_every_face(tmp_path, ray_client):
     vf.make_pan_video(tmp_path / "group.mp4", "solvay", n_frames=2, size=(1280, 720))
     (tmp_path / "m.csv").write_text("path,label,split,dataset\ngroup.mp4,real,train,solvay\n")
     records = read_video_manifest(tmp_path / "m.csv")
-    common = dict(source=SourceConfig(video_root=tmp_path), sampling=SamplingConfig(num_frames=2), workers=1)
-    largest = prepare_videos(records, tmp_path / "largest", faces=FacesConfig(policy="largest"), **common)
-    every = prepare_videos(records, tmp_path / "all", faces=FacesConfig(policy="all"), **common)
+    common = dict(source=SourceConfig(video_root=tmp_path), sampling=SamplingConfig(num_frames=2), workers=1,
+                  faces=FacesConfig())  # fmt: skip
+    largest = prepare_videos(records, tmp_path / "largest", video_score=VideoScoreConfig.paper(), **common)
+    every = prepare_videos(records, tmp_path / "all", video_score=VideoScoreConfig(face_policy="all"), **common)
     assert largest.crops_total == 2
     assert every.crops_total > 20 * 2
     tracks = {row.track_id for row in read_crop_manifest(tmp_path / "all" / "crops.csv")}
     assert len(tracks) > 20
+
+
+def test_prepare_reads_a_dataset_layout_and_prints_progress(video_set, ray_address, tmp_path):
+    """The same videos as a Celeb-DF v2 tree: official test list, metadata columns, n/N lines with an ETA."""
+    videos = video_set.parent / "videos"
+    for rel, video in (("Celeb-real/id0_0000.mp4", "astronaut-real"), ("Celeb-real/id1_0000.mp4", "newton-real"),
+                       ("Celeb-synthesis/id1_id0_0000.mp4", "newton-fake")):  # fmt: skip
+        (tmp_path / "cdf" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cdf" / rel).write_bytes((videos / f"{video}.mp4").read_bytes())
+    (tmp_path / "cdf" / "YouTube-real").mkdir()
+    (tmp_path / "cdf" / "List_of_testing_videos.txt").write_text("1 Celeb-real/id0_0000.mp4\n")
+    args = ["--dataset", f"celebdf:{tmp_path / 'cdf'}", "--out", str(tmp_path / "out"), "--num-frames", "2",
+            "--workers", "1", "--ray-address", ray_address]  # fmt: skip
+    result = CliRunner().invoke(prepare_command, args, catch_exceptions=False)
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["done"] == 3 and summary["videos_per_split"] == {"train": 2, "val": 0, "test": 1}
+    rows = read_crop_manifest(tmp_path / "out" / "crops.csv")
+    fake = next(r for r in rows if r.label == 1)
+    assert fake.source_video == "Celeb-DF-v2:Celeb-real/id1_0000.mp4"
+    assert fake.metadata == {"identity": "id1", "face_identity": "id0"}  # extra columns of crops.csv
+    assert {r.split for r in rows if r.video_id == "Celeb-DF-v2:Celeb-real/id0_0000.mp4"} == {"test"}
+    assert "prepare 3/3 videos (100%)" in result.stderr and "videos/s  ETA" in result.stderr
 
 
 # --- manifests (no Ray) -------------------------------------------------------------------------
@@ -160,7 +190,7 @@ def test_jsonl_manifest_with_numeric_labels_and_explicit_ids(tmp_path):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ("v.mp4,real,train,d,extra", "unknown columns"),
+        ("v.mp4,real,train,d,extra", "reserved for the crop manifest"),
         ("v.mp4,maybe,train,d,", "label must be"),
         ("v.mp4,real,holdout,d,", "split must be"),
         ("../v.mp4,real,train,d,", "inside the video root"),
@@ -170,7 +200,7 @@ def test_jsonl_manifest_with_numeric_labels_and_explicit_ids(tmp_path):
 )
 def test_bad_manifest_rows_are_refused(tmp_path, row, message):
     path = tmp_path / "m.csv"
-    header = "path,label,split,dataset,comment" if "extra" in row else "path,label,split,dataset,source_video"
+    header = "path,label,split,dataset,track_id" if "extra" in row else "path,label,split,dataset,source_video"
     path.write_text(f"{header}\n{row}\n")
     with pytest.raises(ConfigError, match=message):
         read_video_manifest(path)
@@ -181,6 +211,72 @@ def test_duplicate_video_ids_are_refused(tmp_path):
     path.write_text("path,label,split,dataset\nv.mp4,real,train,d\nv.mp4,fake,train,d\n")
     with pytest.raises(ConfigError, match="appears twice"):
         read_video_manifest(path)
+
+
+def test_extra_manifest_columns_are_kept_as_metadata_into_the_crop_manifest(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("path,label,split,dataset,identity,engine\na.mp4,real,train,d,p1,\nb.mp4,fake,test,d,p2,fs\n")
+    records = read_video_manifest(path)
+    assert [r.metadata for r in records] == [{"identity": "p1", "engine": ""}, {"identity": "p2", "engine": "fs"}]
+    store = CropStore(tmp_path / "out")
+    store.claim(VideoScoreConfig().crop_selection(SamplingConfig()))
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    for record in records:
+        store.write_video(record, VideoOutcome(record.video_id, "done", 1, 1, crops=(EncodedCrop(0, 0, png),)))
+    store.write_manifests(records)
+    header = tuple(read_csv(store.crops_csv)[0])
+    assert header == (*CROP_COLUMNS, "engine", "identity")  # the crop columns first, then the extras
+    rows = read_crop_manifest(store.crops_csv)
+    assert [(r.video_id, r.metadata) for r in rows] == [(r.video_id, r.metadata) for r in records]
+    assert read_csv(store.videos_csv)[1]["identity"] == "p2"
+    # A manifest rebuilt from the same markers takes splits and labels from the records asked for now.
+    store.write_manifests([records[0], VideoRecord(**{**records[1].__dict__, "split": "val"})])
+    assert [r.split for r in read_crop_manifest(store.crops_csv)] == ["train", "val"]
+
+
+def test_crops_without_a_recorded_selection_are_not_mixed_with_new_ones(tmp_path):
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "old.json").write_text("{}")  # a folder from before prepared.json was written
+    with pytest.raises(ConfigError, match="no prepared.json"):
+        CropStore(tmp_path).claim(VideoScoreConfig().crop_selection(SamplingConfig()))
+
+
+def _train_test_list(n_people: int) -> list[VideoRecord]:
+    """Per person: one real video and two fakes made from it, in train; two people in test."""
+    records = []
+    for i in range(n_people):
+        split = "test" if i < 2 else "train"
+        real = VideoRecord(f"d:p{i}.mp4", f"p{i}.mp4", 0, split, "d", f"d:p{i}.mp4", {"identity": f"id{i // 2}"})
+        records.append(real)
+        records += [VideoRecord(f"d:p{i}_f{k}.mp4", f"p{i}_f{k}.mp4", 1, split, "d", real.video_id,
+                                {"identity": f"id{i // 2}"}) for k in range(2)]  # fmt: skip
+    return records
+
+
+def test_carve_validation_moves_whole_source_groups_deterministically():
+    records = _train_test_list(22)
+    carved = carve_validation(records, 0.1)
+    assert carved == carve_validation(records, 0.1)  # no seed: the same list gives the same split
+    val = [r for r in carved if r.split == "val"]
+    groups = {r.source_video for r in val}
+    assert len(groups) == 2 and len(val) == 6  # ceil(0.1 * 20 training groups), each real with its fakes
+    assert all(r.split == "test" for r in carved[:6])  # test untouched
+    by_id = {r.video_id: r.split for r in carved}
+    assert all(by_id[r.video_id] == ("val" if r.source_video in groups else r.split) for r in records)
+    by_identity = carve_validation(records, 0.1, group_by="identity")
+    for identity in {r.metadata["identity"] for r in records}:
+        assert len({r.split for r in by_identity if r.metadata["identity"] == identity}) == 1
+
+
+def test_carve_validation_errors_name_the_flag():
+    records = _train_test_list(4)
+    with pytest.raises(ConfigError, match=f"already has a val split; {VAL_FLAG}"):
+        carve_validation([*records, VideoRecord("d:v", "v.mp4", 0, "val", "d")], 0.5)
+    with pytest.raises(ConfigError, match="no 'actor'"):
+        carve_validation(records, 0.5, group_by="actor")
+    only_real = [r for r in records if r.label == 0]
+    with pytest.raises(ConfigError, match=f"only real videos; raise {VAL_FLAG}"):
+        carve_validation(only_real, 0.5)
 
 
 def make_ffpp_tree(root: Path, pairs: list[tuple[str, str]]) -> None:

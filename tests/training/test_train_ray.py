@@ -37,7 +37,7 @@ import torch
 from safetensors.torch import load_file
 
 from clipguard.assets import REPO_ROOT
-from clipguard.config import FacesConfig, ModelConfig, SamplingConfig, SourceConfig
+from clipguard.config import FacesConfig, ModelConfig, SamplingConfig, SourceConfig, VideoScoreConfig
 from clipguard.contracts import VideoJob
 from clipguard.errors import ConfigError
 from clipguard.model import (
@@ -144,7 +144,8 @@ def face_data(ray_head, tmp_path_factory):
     try:
         summary = prepare_videos(
             read_video_manifest(manifest), root / "prepared", source=SourceConfig(video_root=root),
-            sampling=SamplingConfig(num_frames=8), faces=FacesConfig(policy="largest"), workers=2,
+            sampling=SamplingConfig(num_frames=8), faces=FacesConfig(), workers=2,
+            video_score=VideoScoreConfig.paper(),
         )  # fmt: skip
     finally:
         ray.shutdown()
@@ -266,9 +267,9 @@ def test_exported_checkpoint_scores_a_video_through_the_stream_detector(job_run,
     decoded = FrameDecoder(SourceConfig(video_root=root), SamplingConfig(num_frames=8)).decode(
         VideoJob(video_id="newton-fake", uri="videos/newton-fake.mp4")
     )
-    crops = FaceCropper(FacesConfig(), FaceDetector(FacesConfig(), intra_op_threads=1)).crop_video(
-        "newton-fake", decoded.frames
-    )
+    crops = FaceCropper(
+        FacesConfig(), FaceDetector(FacesConfig(), intra_op_threads=1), selection=VideoScoreConfig()
+    ).crop_video("newton-fake", decoded.frames)
     scores = scorer.score(np.stack([c.image for c in crops.crops]))
     assert scores.shape == (len(crops.crops),) and np.isfinite(scores).all()
     assert ((scores >= 0) & (scores <= 1)).all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipguard.config import FacesConfig, SamplingConfig, SourceConfig
+from clipguard.config import FacesConfig, SamplingConfig, SourceConfig, VideoScoreConfig
 from clipguard.contracts import SampledFrame, VideoJob
 from tests import video_factory as vf
 from workers.face_alignment import alignment_template, estimate_alignment
@@ -32,8 +32,8 @@ def decode(root, name, **sampling):
     return FrameDecoder(SourceConfig(video_root=root), SamplingConfig(**sampling)).decode(VideoJob(video_id=name))
 
 
-def cropper(detector, **faces):
-    return FaceCropper(FacesConfig(**faces), detector)
+def cropper(detector, **selection):
+    return FaceCropper(FacesConfig(), detector, selection=VideoScoreConfig(**selection))
 
 
 def test_portrait_video_one_crop_per_frame_in_one_track(detector, videos):
@@ -70,7 +70,7 @@ def test_crops_put_the_landmarks_on_the_template(detector, videos):
 
 def test_solvay_pan_all_policy_keeps_every_face_with_stable_tracks(detector, videos):
     video = decode(videos, "solvay.mp4")
-    result = cropper(detector, policy="all").crop_video("solvay.mp4", video.frames)
+    result = cropper(detector, face_policy="all").crop_video("solvay.mp4", video.frames)
     per_frame = [sum(c.frame_index == f.index for c in result.crops) for f in video.frames]
     assert per_frame == [29, 29, 29]
     assert result.faces_found == 87 and result.frames_with_faces == 3
@@ -81,7 +81,7 @@ def test_solvay_pan_all_policy_keeps_every_face_with_stable_tracks(detector, vid
 def test_largest_policy_keeps_only_the_largest_face(detector, videos):
     video = decode(videos, "solvay.mp4", num_frames=1)
     every = detector.detect(video.frames[0].image)
-    result = cropper(detector, policy="largest").crop_video("solvay.mp4", video.frames)
+    result = cropper(detector, face_policy="largest").crop_video("solvay.mp4", video.frames)
     (crop,) = result.crops
     assert result.faces_found == 29
     assert crop.box == max(every, key=lambda d: d.area).box
@@ -89,7 +89,7 @@ def test_largest_policy_keeps_only_the_largest_face(detector, videos):
 
 def test_max_faces_per_frame_caps_crops_not_counts(detector, videos):
     video = decode(videos, "solvay.mp4", num_frames=1)
-    result = cropper(detector, max_faces_per_frame=5).crop_video("solvay.mp4", video.frames)
+    result = cropper(detector, max_faces=5).crop_video("solvay.mp4", video.frames)
     assert len(result.crops) == 5 and result.faces_found == 29
 
 
@@ -133,19 +133,19 @@ def frame(index, value):
 def test_frames_without_faces_are_counted_not_errors():
     fake = FakeDetector({0: [], 1: [fake_face(10)], 2: [fake_face(10), fake_face(200, 0.7)]})
     frames = [frame(0, 1), frame(5, 0), frame(9, 2), frame(12, 0)]
-    result = FaceCropper(FacesConfig(), fake).crop_video("v", frames)
+    result = FaceCropper(FacesConfig(), fake, selection=VideoScoreConfig()).crop_video("v", frames)
     assert (result.frames_sampled, result.frames_with_faces, result.faces_found) == (4, 2, 3)
     assert [(c.frame_index, c.track_id) for c in result.crops] == [(0, 0), (9, 0), (9, 1)]
 
 
 def test_no_frames_gives_an_empty_result():
-    result = FaceCropper(FacesConfig(), FakeDetector({})).crop_video("v", [])
+    result = FaceCropper(FacesConfig(), FakeDetector({}), selection=VideoScoreConfig()).crop_video("v", [])
     assert (result.crops, result.frames_sampled, result.frames_with_faces, result.faces_found) == ((), 0, 0, 0)
 
 
 def test_frames_are_processed_in_index_order():
     fake = FakeDetector({1: [fake_face(10)], 2: [fake_face(14)]})
-    result = FaceCropper(FacesConfig(), fake).crop_video("v", [frame(7, 2), frame(3, 1)])
+    result = FaceCropper(FacesConfig(), fake, selection=VideoScoreConfig()).crop_video("v", [frame(7, 2), frame(3, 1)])
     assert [c.frame_index for c in result.crops] == [3, 7]
     assert result.n_tracks == 1
 

@@ -74,7 +74,9 @@ def test_device_path_gives_todays_faces_crops_and_scores(cfg, caplog):
     newton, crowd, pattern, text, gone = asyncio.run(run_all())
     pipeline.close()
     decoder = FrameDecoder(cfg.source, cfg.sampling)
-    cropper = FaceCropper(cfg.faces, FaceDetector(cfg.faces, providers=[CPU], intra_op_threads=2))
+    cropper = FaceCropper(
+        cfg.faces, FaceDetector(cfg.faces, providers=[CPU], intra_op_threads=2), selection=cfg.video_score
+    )
     scorer = CropScorer.from_config(DetectorConfig.for_stream(cfg.model, 16))
     for got, name in ((newton, "newton.mp4"), (crowd, "crowd.mp4")):
         decoded = decoder.decode(VideoJob(name))

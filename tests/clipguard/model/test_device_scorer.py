@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipguard.config import FacesConfig
+from clipguard.config import FacesConfig, VideoScoreConfig
 from clipguard.errors import ConfigError, ModelError
 from clipguard.model import CropScorer, DetectorConfig, DeviceScorer, plan_batches
 from tests import video_factory as vf
@@ -33,7 +33,8 @@ def scorer_with_a_real_head(config: DetectorConfig = CONFIG) -> CropScorer:
 @pytest.fixture(scope="module")
 def face_crops():
     """Real aligned face crops: the Solvay photo's 29 faces and the three portraits."""
-    cropper = FaceCropper(FacesConfig(), FaceDetector(FacesConfig(), providers=[CPU], intra_op_threads=2))
+    cropper = FaceCropper(FacesConfig(), FaceDetector(FacesConfig(), providers=[CPU], intra_op_threads=2),
+                          selection=VideoScoreConfig())  # fmt: skip
     from clipguard.contracts import SampledFrame
 
     frames = [SampledFrame(i, 0.0, vf.load_photo(n)) for i, n in enumerate(("solvay", "newton", "gauss", "astronaut"))]
