@@ -25,7 +25,7 @@ from clipguard.model import CropScorer, DetectorConfig, PreprocessConfig, build_
 from clipguard.model.manifest import read_manifest
 from pipeline.cli import cli
 from tests.clipguard.model.test_convert_hf import hf_state_from_tower, tiny_hf_model
-from tests.training.test_evaluate import write_crop_set
+from tests.training.test_evaluate import FRAMES, write_crop_set
 
 transformers = pytest.importorskip("transformers")
 
@@ -174,7 +174,7 @@ def test_evaluate_takes_arch_and_base_weights_from_the_checkpoint(ln_converted, 
     crop_set = write_crop_set(tmp_path / "crops", videos, seed=0)
     runner = CliRunner()
     args = ["evaluate", "--checkpoint", str(checkpoint), "--test-set", f"syn={crop_set}", "--device", "cpu",
-            "--out", str(tmp_path / "eval")]  # fmt: skip
+            "--num-frames", str(FRAMES), "--out", str(tmp_path / "eval")]  # fmt: skip
     result = runner.invoke(cli, args, catch_exceptions=False)  # no --arch, no --pretrained
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "eval" / "report.json").read_text())

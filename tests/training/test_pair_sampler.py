@@ -121,7 +121,7 @@ def write_crops_csv(path: Path, rows: list[CropRow]) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CROP_COLUMNS)
         writer.writeheader()
-        writer.writerows(row.__dict__ for row in rows)
+        writer.writerows({k: getattr(row, k) for k in CROP_COLUMNS} for row in rows)
     return path
 
 

@@ -24,7 +24,8 @@ def method_page_table() -> dict[str, dict[str, float]]:
     """The rows of the table in docs/method.md §8, by method name (bold marks stripped)."""
     text = (REPO_ROOT / "docs" / "method.md").read_text(encoding="utf-8")
     section = text.split("## §8 ", 1)[1].split("\n## ", 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith("|")]
+    first_table = section[section.index("\n|") + 1 :].split("\n\n", 1)[0]  # §8 also maps rows to presets, below
+    lines = [line for line in first_table.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     table = {}
     for line in lines[2:]:
