@@ -15,9 +15,11 @@ import numpy as np
 import ray
 
 from clipguard.config import ModelConfig
+from clipguard.contracts import StageLoad
 from clipguard.logging_setup import quiet_third_party
 from clipguard.model import CropScorer, DetectorConfig
 from clipguard.prometheus import StreamMetrics
+from workers.busy_meter import BusyMeter
 from workers.crop_batcher import BatchReport, CropBatcher
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,8 @@ class ScorerActor:
         quiet_third_party()  # format and level come from the job's LoggingConfig (ray.init on the driver)
         self.scorer = CropScorer.from_config(DetectorConfig.for_stream(model_cfg, batch_size), model_cfg.checkpoint)
         self.metrics = StreamMetrics.create()
-        self.batcher = CropBatcher(self.scorer.score, batch_size, batch_wait_ms / 1000, on_batch=self._observe)
+        self.meter = BusyMeter()  # busy = the model running, not crops waiting for a batch
+        self.batcher = CropBatcher(self._score_batch, batch_size, batch_wait_ms / 1000, on_batch=self._observe)
 
     def model_version(self) -> str:
         return self.scorer.version
@@ -43,7 +46,16 @@ class ScorerActor:
 
     async def score(self, crops: np.ndarray) -> np.ndarray:
         """p_fake for each crop of one video, batched with other videos' crops."""
-        return await self.batcher.score(crops)
+        with self.meter.video():
+            return await self.batcher.score(crops)
+
+    def load(self) -> StageLoad:
+        """Seconds the model ran and videos scored so far (the autoscaler's per-actor rate)."""
+        return self.meter.snapshot()
+
+    def _score_batch(self, crops: np.ndarray) -> np.ndarray:
+        with self.meter.busy():
+            return self.scorer.score(crops)
 
     def queue_depth(self) -> int:
         return self.batcher.pending_items
