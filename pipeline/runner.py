@@ -36,27 +36,38 @@ class RunTotals:
     in_flight: int = 0
     lag: int = 0
     lag_measured: bool = False
+    decodes_outstanding: int = 0  # videos waiting for or in a decode
     faces_outstanding: int = 0  # calls waiting on or running in face actors
     detectors_outstanding: int = 0
+    end_offsets: dict[int, int] = field(default_factory=dict)  # log end per partition (arrival rate)
+    partitions: int | None = None  # partitions of the topic
     by_status: dict[str, int] = field(default_factory=dict)
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, stats: list[ConsumerStats]) -> RunTotals:
         t = cls()
+        lag_by_partition: dict[int, int] = {}  # during a rebalance two members may report one partition
         for s in stats:
             t.received += s.received
             t.verdicts += s.verdicts
             t.dead_letters += s.dead_letters
             t.in_flight += s.in_flight
-            t.lag += sum(s.lag.values())
             t.lag_measured = t.lag_measured or s.lag_measured
+            t.decodes_outstanding += s.decode.in_flight
             t.faces_outstanding += s.faces_outstanding
             t.detectors_outstanding += s.detectors_outstanding
+            for p, end in s.end_offsets.items():  # a partition mid-rebalance may show up twice
+                t.end_offsets[p] = max(end, t.end_offsets.get(p, 0))
+            for p, lag in s.lag.items():
+                lag_by_partition[p] = max(lag, lag_by_partition.get(p, 0))
+            if s.partitions:
+                t.partitions = max(s.partitions, t.partitions or 0)
             for k, v in s.by_status.items():
                 t.by_status[k] = t.by_status.get(k, 0) + v
             for k, v in s.errors_by_kind.items():
                 t.errors_by_kind[k] = t.errors_by_kind.get(k, 0) + v
+        t.lag = sum(lag_by_partition.values())
         return t
 
 
@@ -120,11 +131,15 @@ def run_stream(
             on_ready(live, topology)
         totals = RunTotals()
         autoscaler = PoolAutoscaler(live.autoscale, live.stream) if live.autoscale.enabled else None
+        if autoscaler is None:
+            log.info("autoscaling off: pools stay at %d decoders, %d face, %d detector actors",
+                     live.stream.decoders, live.stream.face_workers, live.stream.detectors)  # fmt: skip
         pool_size = StreamMetrics.create().pool_size
         while not stop.event.is_set():
             stop.event.wait(interval_s)
             topology.supervise()
             totals = RunTotals.of(topology.stats())
+            topology.maintain()
             if autoscaler:
                 autoscaler.step(totals, topology)
             for stage in ("decoders", "face_workers", "detectors"):
