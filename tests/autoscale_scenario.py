@@ -197,6 +197,7 @@ class Recorder:
             detectors=len(det.ready), detectors_pending=len(det.pending), detectors_draining=len(det.draining),
         )  # fmt: skip
         self.timeline.samples.append(sample)
+        self.timeline.notes["topic_partitions"] = totals.partitions  # what caps the decoders
         # Readiness: no decoder may have sent a call to a detector that is still pending.
         pending = {m.name for m in det.pending}
         for stats in (d.stats for d in topology.decoder_states.values() if d.stats is not None):

@@ -152,23 +152,26 @@ class LocalRayCluster:
         return None
 
     def stop(self) -> None:
-        """Workers first, the head last: SIGTERM to each node's group, SIGKILL if it lingers."""
-        for node in sorted(self.nodes.values(), key=lambda n: n.name == "head"):
-            if node.process.poll() is not None:
-                continue
-            pids = node.pids()  # before the raylet goes: its workers are re-parented after
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.process.pid, signal.SIGTERM)
-            try:
-                node.process.wait(20)
-            except subprocess.TimeoutExpired:
+        """All worker nodes at once, then the head: SIGTERM to each node's group, SIGKILL if it lingers."""
+        workers = [n for n in self.nodes.values() if n.name != "head"]
+        for group in (workers, [n for n in self.nodes.values() if n.name == "head"]):
+            live = [n for n in group if n.process.poll() is None]
+            pids = {n.name: n.pids() for n in live}  # before the raylet goes: its workers are re-parented after
+            for node in live:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(node.process.pid, signal.SIGKILL)
-                node.process.wait(10)
-            for pid in pids:  # a worker outside the group (Ray may start them in sessions of their own)
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    if psutil.Process(pid).is_running():
-                        os.kill(pid, signal.SIGKILL)
+                    os.killpg(node.process.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            for node in live:
+                try:
+                    node.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(node.process.pid, signal.SIGKILL)
+                    node.process.wait(10)
+                for pid in pids[node.name]:  # a worker outside the group (Ray may start them in their own session)
+                    with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                        if psutil.Process(pid).is_running():
+                            os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalRayCluster:

@@ -51,6 +51,7 @@ def test_detectors_grow_under_a_backlog_wait_for_a_node_and_shrink_when_idle(
     grew_at = next(i for i, d in enumerate(detectors) if d >= 2)
     assert detectors[-1] == 1 and max(detectors[grew_at:]) >= 2, "it shrank back to the minimum when idle"
     assert timeline.samples[-1].lag == 0
+    assert timeline.notes["topic_partitions"] == 2 and max(timeline.column("decoders")) <= 2
     store = VerdictStore(cfg.redis)
     assert_stream_invariants(cfg, store, ids[:24])
     assert all(store.get(v).status == "done" for v in ids[:24])
