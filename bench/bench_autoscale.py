@@ -186,7 +186,7 @@ def report(growth, loss, grow_ok, loss_ok, started, load_start, load_end, cluste
         "",
         f"Verdicts: {grow_ok}. Calls sent to a detector while it was pending: "
         f"{len(growth.early_calls)} (must be 0). Detectors (created -> ready, seconds): "
-        f"{fmt(f'{name} {c:.0f} -> {r:.0f}' for name, c, r in growth.ready_log)}. "
+        f"{fmt(f'{name} at start' if c < 0 else f'{name} {c:.0f} -> {r:.0f}' for name, c, r in growth.ready_log)}. "
         f"Scenario wall time {growth.notes.get('wall_s')} s.",
         "",
         *table(growth),
@@ -195,8 +195,10 @@ def report(growth, loss, grow_ok, loss_ok, started, load_start, load_end, cluste
         "",
         f"Killed `{notes.get('victim')}` at t={notes.get('killed_at')} s with {notes.get('stored_at_kill')} of "
         f"{notes.get('published')} verdicts stored and a lag of {notes.get('lag_at_kill')}; it held "
-        f"{fmt(notes.get('lost', []))}. Verdicts: {loss_ok}. Started in place of lost actors: "
-        f"{fmt(f'{k} (t={v})' for k, v in notes.get('replacements', {}).items()) or 'none'}. Consumers before "
+        f"{fmt(notes.get('lost', []))}. Verdicts: {loss_ok}. Lost actors replaced by the pools (unresponsive "
+        f"for `actor_unresponsive_s` = 8 s): {notes.get('replaced', {}) or 'none'}; the others Ray restarted "
+        f"in place on a live node. Retired by scale-downs after the kill: {notes.get('retired', {}) or 'none'}. "
+        "Consumers before "
         f"{notes.get('decoders_before')}, after {notes.get('decoders_after')} (videos each took since it "
         f"last started: {notes.get('received_since_start')}); where every actor ran "
         f"before: {notes.get('before')}; after: {notes.get('after')}. Scenario wall time "
@@ -207,7 +209,10 @@ def report(growth, loss, grow_ok, loss_ok, started, load_start, load_end, cluste
         "Notes: `lag` is the Kafka lag summed over partitions (unread + in flight); `stored` counts verdict "
         "events in Redis; `videos/s` is stored verdicts per second over the last 4 s. A pending actor "
         "is created but not ready (waiting for a node, or loading): it gets no work. A draining actor "
-        "was retired by a scale-down and finishes its in-flight calls. Timings on this shared 2-core "
+        "was retired by a scale-down and finishes its in-flight calls. After a node loss the lag can rise "
+        "again when the restarted consumer rejoins the group: the rebalance moves partitions, and videos "
+        "in flight on a revoked partition are redone by the new owner (at-least-once); the verdict store "
+        "drops a repeat with the same content, so the verdict events stay one per video. Timings on this shared 2-core "
         "machine are slow and vary with the other jobs' load; the sequence of events is the point.",
     ]
 

@@ -34,7 +34,8 @@ class RunTotals:
     verdicts: int = 0
     dead_letters: int = 0
     in_flight: int = 0
-    lag: int = 0
+    lag: int = 0  # summed over partitions (see remember_lag: partitions nobody reports keep their last value)
+    lag_by_partition: dict[int, int] = field(default_factory=dict)  # as the decoders report it now
     lag_measured: bool = False
     decodes_outstanding: int = 0  # videos waiting for or in a decode
     faces_outstanding: int = 0  # calls waiting on or running in face actors
@@ -67,8 +68,20 @@ class RunTotals:
                 t.by_status[k] = t.by_status.get(k, 0) + v
             for k, v in s.errors_by_kind.items():
                 t.errors_by_kind[k] = t.errors_by_kind.get(k, 0) + v
+        t.lag_by_partition = lag_by_partition
         t.lag = sum(lag_by_partition.values())
         return t
+
+    def remember_lag(self, seen: dict[int, int]) -> RunTotals:
+        """Count a partition no decoder reports now with its last measured lag (``seen``, updated here).
+
+        A partition whose consumer was lost (its node died) is reported by nobody until the
+        group hands it to another member, which takes a session timeout or more: its videos
+        are still waiting, and a lag of 0 there would make the autoscaler shrink mid-backlog.
+        """
+        seen.update(self.lag_by_partition)
+        self.lag = sum(seen.values())
+        return self
 
 
 def ray_init_args(cfg: ClipguardConfig) -> dict:
@@ -130,6 +143,7 @@ def run_stream(
         if on_ready:
             on_ready(live, topology)
         totals = RunTotals()
+        lag_seen: dict[int, int] = {}
         autoscaler = PoolAutoscaler(live.autoscale, live.stream) if live.autoscale.enabled else None
         if autoscaler is None:
             log.info("autoscaling off: pools stay at %d decoders, %d face, %d detector actors",
@@ -138,7 +152,7 @@ def run_stream(
         while not stop.event.is_set():
             stop.event.wait(interval_s)
             topology.supervise()
-            totals = RunTotals.of(topology.stats())
+            totals = RunTotals.of(topology.stats()).remember_lag(lag_seen)
             topology.maintain()
             if autoscaler:
                 autoscaler.step(totals, topology)

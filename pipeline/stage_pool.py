@@ -85,7 +85,11 @@ class StagePool:
         self._count = 0
         self.members: list[Member] = []  # pending and ready, in creation order
         self.draining: list[Member] = []
-        self.ready_log: list[tuple[str, float, float]] = []  # (name, created_at, ready_at), for reports and tests
+        # What happened to members, for reports and tests: (name, created_at, ready_at); (lost, replacement,
+        # when); (name, when, drained: False if its drain timed out).
+        self.ready_log: list[tuple[str, float, float]] = []
+        self.replaced_log: list[tuple[str, str, float]] = []
+        self.retired_log: list[tuple[str, float, bool]] = []
 
     # --- views --------------------------------------------------------------------------
     @property
@@ -202,6 +206,7 @@ class StagePool:
         self.members.remove(member)
         ray.kill(member.handle, no_restart=True)  # fails its queued calls: redone on the other members
         replacement = self.add()
+        self.replaced_log.append((member.name, replacement.name, now))
         log.info("%s: %s started in place of %s", self.stage, replacement.name, member.name)
         return was_ready
 
@@ -221,6 +226,7 @@ class StagePool:
             self.draining.remove(member)
             ray.kill(member.handle, no_restart=True)
             retired.append(member.name)
+            self.retired_log.append((member.name, now, idle))
             if idle:
                 log.info("%s: %s retired after draining its in-flight videos", self.stage, member.name)
             else:

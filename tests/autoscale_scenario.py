@@ -317,12 +317,15 @@ def run_node_loss(cluster: LocalRayCluster, cfg: ClipguardConfig, ids: list[str]
             state["killed_mono"] = time.monotonic()
             held = ", ".join(on_node[victim])
             rec.timeline.event(t, f"node {victim} killed (SIGKILL, raylet and workers): held {held}")
-        if "killed_mono" in state:  # actors the pools started in place of lost ones
+        if "killed_mono" in state:  # what the pools did about actors they lost, since the kill
             for pool in (topology.face_pool, topology.detector_pool):
-                for m in pool.members:
-                    if m.created_at > state["killed_mono"] and m.name not in state.setdefault("replacements", {}):
-                        state["replacements"][m.name] = t
-                        rec.timeline.event(t, f"{m.name} started in place of a lost actor")
+                for lost, new, _when in pool.replaced_log:
+                    if lost not in state.setdefault("replaced", {}):
+                        state["replaced"][lost] = new
+                        rec.timeline.event(t, f"{lost} unresponsive: {new} started in its place")
+                for name, when, drained in pool.retired_log:
+                    if when > state["killed_mono"] and name not in state.setdefault("retired", {}):
+                        state["retired"][name] = "drained" if drained else "drain timed out"
         if "victim" in state and "after" not in state and last.stored >= len(ids):
             # Every consumer back with the current pools (a restarted one re-synced), every actor reachable.
             decoders = [d for d in topology.decoder_states.values() if d.stopping_since is None]

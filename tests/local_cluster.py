@@ -151,8 +151,12 @@ class LocalRayCluster:
                 return name
         return None
 
-    def stop(self) -> None:
-        """All worker nodes at once, then the head: SIGTERM to each node's group, SIGKILL if it lingers."""
+    def stop(self, grace_s: float = 5.0) -> None:
+        """All worker nodes at once, then the head: SIGTERM to each node's group, SIGKILL after ``grace_s``.
+
+        `ray start --block` here often takes 20 s or more to exit on SIGTERM; test nodes keep nothing
+        worth waiting for.
+        """
         workers = [n for n in self.nodes.values() if n.name != "head"]
         for group in (workers, [n for n in self.nodes.values() if n.name == "head"]):
             live = [n for n in group if n.process.poll() is None]
@@ -160,7 +164,7 @@ class LocalRayCluster:
             for node in live:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(node.process.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + grace_s
             for node in live:
                 try:
                     node.process.wait(max(0.1, deadline - time.monotonic()))

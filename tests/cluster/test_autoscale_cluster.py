@@ -83,7 +83,8 @@ def test_losing_a_worker_node_mid_backlog_loses_no_video_and_stops_no_consumer(
     assert victim not in after.values(), f"an actor is still on the dead node: {after}"
     for name in set(lost) & set(notes["decoders_before"]):
         assert after.get(name) not in (None, victim), f"{name} was not restarted elsewhere: {after}"
-    # The lost detector was replaced by a new member (placed once a GPU is free: the cluster lost one).
-    lost_detectors = [n for n in lost if n.startswith("detector")]
-    replacements = [n for n in notes.get("replacements", {}) if n.startswith("detector")]
-    assert len(replacements) >= len(lost_detectors), notes.get("replacements")
+    # The lost detector was replaced by a new member (placed once a GPU is free: the cluster lost one),
+    # or a scale-down retired it first (the autoscaler grows the pool again when the work needs it).
+    for name in (n for n in lost if n.startswith("detector")):
+        handled = name in notes.get("replaced", {}) or name in notes.get("retired", {})
+        assert handled, (name, notes.get("replaced"), notes.get("retired"))
