@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -128,6 +129,7 @@ def main() -> None:
             loss_ok = _stored_all(loss_cfg, ids[args.videos :])
         finally:
             cluster.stop()
+    shutil.rmtree(work, ignore_errors=True)
     load_end = os.getloadavg()
     total_s = time.monotonic() - wall
     lines = report(growth, loss, grow_ok, loss_ok, started, load_start, load_end, cluster_s, total_s, args.videos)
