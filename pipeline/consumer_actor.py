@@ -79,8 +79,12 @@ class ConsumerActor:
             await self.loop.run()
         return self.stats()
 
-    def stop(self) -> None:
-        """Stop polling; ``run`` returns once the in-flight videos are finished and committed."""
+    async def stop(self) -> None:
+        """Stop polling; ``run`` returns once the in-flight videos are finished and committed.
+
+        ``stop`` and ``set_pools`` are coroutines so that they run on the actor's event loop,
+        where the asyncio events they set are waited on.
+        """
         self._stopped = True
         self.loop.stop()
         self._pools_set.set()  # a decoder stopped before it ever consumed returns at once
@@ -91,7 +95,7 @@ class ConsumerActor:
                                 detectors_outstanding=self.detectors.outstanding, decode=self.decode_meter.snapshot(),
                                 pools_version=self.pools_version, calls=calls)  # fmt: skip
 
-    def set_pools(self, version: int, faces: list[tuple[str, Any]], detectors: list[tuple[str, Any]]) -> None:
+    async def set_pools(self, version: int, faces: list[tuple[str, Any]], detectors: list[tuple[str, Any]]) -> None:
         """The ready face and detector actors, as ``(name, handle)``; an older push arriving late is ignored."""
         if version <= self.pools_version:
             return
