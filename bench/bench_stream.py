@@ -52,6 +52,7 @@ from kafka.partitioner.default import murmur2
 from clipguard.aggregation import aggregate
 from clipguard.assets import assets_dir
 from clipguard.config import (
+    AutoscaleConfig,
     ClipguardConfig,
     KafkaConfig,
     ModelConfig,
@@ -412,6 +413,7 @@ def main() -> None:
         video_score=VideoScoreConfig(face_policy="all"),
         model=ModelConfig(arch=args.arch, pretrained=args.pretrained, device="cpu"),
         stream=StreamConfig(detectors=1, batch_size=32, batch_wait_ms=20, max_in_flight=4),
+        autoscale=AutoscaleConfig(enabled=False),  # each row measures a fixed number of actors
     )
     local = Local.build(cfg)
     for vid in warm:  # warm every local object (ONNX session, torch kernels, page cache) before any timing

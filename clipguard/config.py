@@ -332,6 +332,9 @@ class StreamConfig(Section):
     batch_wait_ms: int = Field(50, ge=0, description="max wait to fill a batch")
     max_in_flight: int = Field(8, ge=1, description="videos in flight (backpressure bound)")
     max_restarts: int = Field(3, ge=0, description="Ray actor restarts before a video errors")
+    actor_unresponsive_s: float = Field(
+        60.0, gt=0, description="a face/detector actor that answers no probe this long (node lost) is replaced"
+    )
     video_timeout_s: float = Field(600.0, gt=0, description="a video still unfinished after this errors out")
 
 
@@ -355,23 +358,38 @@ class GpuNodeConfig(Section):
 
 
 class AutoscaleConfig(Section):
-    """Pool sizes follow Kafka lag and stage queues between these bounds (see pipeline/autoscaler.py).
+    """Pool sizes follow Kafka lag, arrivals and stage queues between these bounds (pipeline/autoscaler.py).
 
-    A bound left unset is the stream's configured count, so nothing moves until a
-    maximum is raised. More decoders than topic partitions would sit idle.
+    On by default: each pool starts at its ``stream`` count, which must lie within its
+    ``[min, max]``, and moves within them. Decoders are the Kafka consumers: their
+    maximum is also capped, at run time, by the topic's partition count. Growing past
+    what the Ray cluster holds leaves the new actors pending (no work goes to them) and,
+    on an autoscaling cluster, makes Ray add a node; a pool waits for its pending actors
+    before it grows again. Cooldowns and the interval are here so tests can run fast.
     """
 
-    enabled: bool = Field(False, description="resize pools with lag/queue depth")
+    enabled: bool = Field(True, description="resize pools with lag/arrivals/queue depth (false: fixed stream counts)")
     interval_s: float = Field(10.0, gt=0, description="seconds between decisions")
-    decoders_min: int | None = Field(None, ge=1)
-    decoders_max: int | None = Field(None, ge=1)
-    face_workers_min: int | None = Field(None, ge=1)
-    face_workers_max: int | None = Field(None, ge=1)
-    detectors_min: int | None = Field(None, ge=1)
-    detectors_max: int | None = Field(None, ge=1)
+    decoders_min: int = Field(1, ge=1, description="fewest decoders (Kafka consumers)")
+    decoders_max: int = Field(8, ge=1, description="most decoders; also capped by the topic's partitions")
+    face_workers_min: int = Field(1, ge=1, description="fewest face actors")
+    face_workers_max: int = Field(8, ge=1, description="most face actors")
+    detectors_min: int = Field(1, ge=1, description="fewest detector actors")
+    detectors_max: int = Field(4, ge=1, description="most detector actors (one GPU each on a GPU cluster)")
     target_drain_s: float = Field(120.0, gt=0, description="grow when the backlog would take longer than this")
-    scale_up_cooldown_s: float = Field(30.0, ge=0)
-    scale_down_cooldown_s: float = Field(300.0, ge=0)
+    scale_up_cooldown_s: float = Field(30.0, ge=0, description="least time between changes before growing")
+    scale_down_cooldown_s: float = Field(300.0, ge=0, description="least time after any change before shrinking")
+    max_step_up: int = Field(4, ge=1, description="actors added to a pool per decision at most")
+    max_step_down: int = Field(1, ge=1, description="actors removed from a pool per decision at most")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscaleConfig:
+        for stage in ("decoders", "face_workers", "detectors"):
+            lo, hi = getattr(self, f"{stage}_min"), getattr(self, f"{stage}_max")
+            if lo > hi:
+                msg = f"autoscale.{stage}_min ({lo}) must not exceed autoscale.{stage}_max ({hi})"
+                raise ValueError(msg)
+        return self
 
 
 class LogConfig(Section):
@@ -465,9 +483,24 @@ class ClipguardConfig(BaseSettings):
         if self.gpu_node.actors and self.autoscale.enabled:
             msg = (
                 "autoscale.enabled with gpu_node.actors > 0: the autoscaler sizes face and detector pools, "
-                "which a GPU node does not have; size the GPU stage with gpu_node.actors"
+                "which a GPU node does not have; size the GPU stage with gpu_node.actors and set "
+                "autoscale.enabled=false"
             )
             raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _pools_within_bounds(self) -> ClipguardConfig:
+        """With autoscaling on, each pool's starting size must lie within its bounds (never silently moved)."""
+        if not self.autoscale.enabled:
+            return self
+        for stage in ("decoders", "face_workers", "detectors"):
+            n = getattr(self.stream, stage)
+            lo, hi = getattr(self.autoscale, f"{stage}_min"), getattr(self.autoscale, f"{stage}_max")
+            if not lo <= n <= hi:
+                msg = (f"stream.{stage} ({n}) lies outside autoscale.{stage}_min/_max [{lo}, {hi}]: change one, "
+                       "or set autoscale.enabled=false for fixed pools")  # fmt: skip
+                raise ValueError(msg)
         return self
 
     def with_model_files(self) -> ClipguardConfig:

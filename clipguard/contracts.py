@@ -188,3 +188,17 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (nested dataclasses become dicts)."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class StageLoad:
+    """One stage actor's work so far, cumulative since it started (the autoscaler differences two samples).
+
+    ``busy_s`` counts the seconds the actor was working on at least one video (a decoder
+    decoding, a face actor cropping, a detector running its model), so that
+    ``completed / busy_s`` is what one actor does while busy, whatever its idle time.
+    """
+
+    busy_s: float = 0.0
+    completed: int = 0  # videos this actor finished its stage for
+    in_flight: int = 0  # videos it is working on now

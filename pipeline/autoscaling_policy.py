@@ -15,7 +15,8 @@ Per stage, in pipeline order (decoders -> face workers -> detectors), with
 ``T = target_drain_s`` and ``r`` the stage's throughput per busy actor:
 
 1. A pool outside ``[min_size, max_size]`` is brought inside at once (no cooldown):
-   the bounds are the operator's word.
+   the bounds are the operator's word. The decoders' maximum is also the topic's
+   partition count when known: a consumer-group member beyond it gets no partition.
 2. ``reachable`` = the stage's own queue and in-flight videos + what upstream can
    hand it within ``T``: Kafka lag for the decoders; for later stages what the
    previous stage holds or receives, capped at that stage's capacity times ``T``.
@@ -24,22 +25,26 @@ Per stage, in pipeline order (decoders -> face workers -> detectors), with
 3. Idle (nothing reachable, no known arrivals): shrink straight to ``min_size``
    once the scale-down cooldown has passed.
 4. ``r`` unknown: hold. Sizing on a guess is how pools run away.
-5. Scale up when the reachable work would take longer than ``T`` to drain
+5. Actors still starting (``pending``: created, not yet ready, e.g. waiting minutes for
+   a GPU node) count in the pool but get no work; the pool does not grow again
+   until they are ready, so a cluster that cannot place them is not asked for more.
+6. Scale up when the reachable work would take longer than ``T`` to drain
    (``ceil(reachable / (r * T))`` actors), or, when the arrival rate is known, when it
    exceeds ``target_utilization`` of capacity. Up to ``max_step_up`` actors a step,
    never above ``max_size``, at most once per ``scale_up_cooldown_s``.
-6. Scale down slowly: only with the stage's own queue empty, after
+7. Scale down slowly: only with the stage's own queue empty, after
    ``scale_down_cooldown_s``, by at most ``max_step_down``, and only to a size that
    would drain the work in ``scale_down_drain_fraction * T``, keep arrivals under
    ``scale_down_utilization`` and keep the in-flight videos under
    ``target_utilization`` of the smaller pool. Those stricter thresholds are the
-   hysteresis: a size chosen by rule 6 never triggers rule 5 on the same
-   observation, so the pools do not flap.
-7. Otherwise hold.
+   hysteresis: a size chosen by rule 7 never triggers rule 6 on the same
+   observation, so the pools do not flap. Pending actors are removed first.
+8. Otherwise hold.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -74,6 +79,7 @@ class Reason(StrEnum):
     DOWN_COOLDOWN = "down_cooldown"  # would scale down, but the last change is too recent
     QUEUE_NOT_EMPTY = "queue_not_empty"  # would scale down, but videos wait in the stage queue
     NO_THROUGHPUT = "no_throughput"  # work waits but the per-actor rate is unknown: hold
+    PENDING = "pending"  # would scale up, but actors of this pool are not ready yet
     STEADY = "steady"  # inside the hysteresis band
 
 
@@ -81,7 +87,7 @@ class Reason(StrEnum):
 class StageObservation:
     """What one stage looks like now."""
 
-    pool_size: int  # actors alive in the pool
+    pool_size: int  # actors in the pool: ready ones and pending ones
     queue_depth: int = 0  # videos waiting in front of the stage's actors
     in_flight: int = 0  # videos an actor of this stage is working on
     # Videos/s one actor completes *while busy* (1 / mean busy time per video), e.g. an
@@ -89,10 +95,14 @@ class StageObservation:
     # wall-clock time would fall when the stage starves and make it look slow.
     throughput_per_actor: float | None = None
     seconds_since_scale: float = math.inf  # since this pool last changed size
+    pending: int = 0  # of pool_size: created but not ready yet (no work is routed to them)
 
     def __post_init__(self) -> None:
         if self.pool_size < 0 or self.queue_depth < 0 or self.in_flight < 0:
             msg = f"pool_size, queue_depth and in_flight must be >= 0: {self}"
+            raise ValueError(msg)
+        if not 0 <= self.pending <= self.pool_size:
+            msg = f"pending must lie in [0, pool_size]: {self}"
             raise ValueError(msg)
         if self.throughput_per_actor is not None and not self.throughput_per_actor >= 0:
             msg = f"throughput_per_actor must be >= 0 or None: {self}"
@@ -113,10 +123,15 @@ class PipelineObservation:
     # Videos/s arriving in the topic (e.g. rate of produced offsets), if known. Lets
     # the policy keep up with steady traffic instead of reacting to lag after the fact.
     arrival_rate: float | None = None
+    # Partitions of the topic, if known: the decoders (consumer-group members) never exceed it.
+    topic_partitions: int | None = None
 
     def __post_init__(self) -> None:
         if self.consumer_lag < 0:
             msg = f"consumer_lag must be >= 0, got {self.consumer_lag}"
+            raise ValueError(msg)
+        if self.topic_partitions is not None and self.topic_partitions < 1:
+            msg = f"topic_partitions must be >= 1 or None, got {self.topic_partitions}"
             raise ValueError(msg)
         if self.arrival_rate is not None and not self.arrival_rate >= 0:
             msg = f"arrival_rate must be >= 0 or None, got {self.arrival_rate}"
@@ -244,7 +259,13 @@ def decide_pool_sizes(observation: PipelineObservation, policy: AutoscalingPolic
         obs = observation.stage(stage)
         reachable = incoming + obs.queue_depth + obs.in_flight
         stage_arrivals = None if arrivals is None else min(arrivals, upstream_rate)
-        decision = _decide_stage(stage, obs, policy.bounds(stage), policy, reachable, stage_arrivals)
+        bounds, why = policy.bounds(stage), ""
+        if stage is Stage.DECODERS and observation.topic_partitions is not None:
+            parts = observation.topic_partitions
+            if parts < bounds.max_size:
+                bounds = dataclasses.replace(bounds, min_size=min(bounds.min_size, parts), max_size=parts)
+                why = f" ({parts} topic partitions)"
+        decision = _decide_stage(stage, obs, bounds, policy, reachable, stage_arrivals, why)
         decisions[stage] = decision
         rate = obs.throughput_per_actor
         capacity = decision.desired * rate if rate else math.inf  # unknown rate: no cap
@@ -267,6 +288,7 @@ def _decide_stage(
     policy: AutoscalingPolicy,
     reachable: float,
     arrivals: float | None,
+    max_why: str = "",
 ) -> StageDecision:
     current = obs.pool_size
 
@@ -276,7 +298,7 @@ def _decide_stage(
     if current < bounds.min_size:
         return decision(bounds.min_size, Reason.BELOW_MIN, f"pool {current} < min {bounds.min_size}")
     if current > bounds.max_size:
-        return decision(bounds.max_size, Reason.ABOVE_MAX, f"pool {current} > max {bounds.max_size}")
+        return decision(bounds.max_size, Reason.ABOVE_MAX, f"pool {current} > max {bounds.max_size}{max_why}")
 
     since = obs.seconds_since_scale
     if reachable <= 0 and not arrivals:
@@ -300,7 +322,9 @@ def _decide_stage(
         numbers += f", arrivals {arrivals:.3g}/s"
     if need_up > current:
         if current >= bounds.max_size:
-            return decision(current, Reason.AT_MAX, f"need {need_up} > max {bounds.max_size}: {numbers}")
+            return decision(current, Reason.AT_MAX, f"need {need_up} > max {bounds.max_size}{max_why}: {numbers}")
+        if obs.pending:
+            return decision(current, Reason.PENDING, f"need {need_up}; {obs.pending} not ready yet: {numbers}")
         if since < policy.scale_up_cooldown_s:
             return decision(current, Reason.UP_COOLDOWN, f"need {need_up}; {since:.0f}s since last change: {numbers}")
         desired = min(need_up, current + bounds.max_step_up, bounds.max_size)

@@ -211,7 +211,11 @@ def services() -> None:
 
 @services.command("up")
 def services_up() -> None:
-    """Start both on loopback, print their addresses, keep them until Ctrl-C."""
+    """Start both on loopback, print their addresses, keep them until Ctrl-C.
+
+    If either dies meanwhile, the other is stopped and the command exits with status 1,
+    naming the one that died and how.
+    """
     import json as _json
 
     from pipeline.embedded_services import embedded_services
@@ -230,6 +234,10 @@ def services_up() -> None:
                 pass
         finally:
             endpoints_file().unlink(missing_ok=True)
+        deaths = [d for d in (kafka.death(), redis.death()) if d]
+        if deaths:  # the other one is stopped on the way out of the with block
+            msg = "; ".join(deaths) + "; stopping the other service"
+            raise click.ClickException(msg)
 
 
 @services.command("reap")

@@ -27,10 +27,11 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
-from clipguard.contracts import SourceRef, Verdict, VideoJob
+from clipguard.contracts import SourceRef, StageLoad, Verdict, VideoJob
 from clipguard.errors import InternalError, VerdictStoreError
 from pipeline.kafka_source import KafkaSource
 from pipeline.message_codec import ParsedMessage
+from pipeline.stage_router import MemberCalls
 from pipeline.verdict_store import VerdictStore
 from pipeline.video_flow import error_verdict, now_iso
 
@@ -48,6 +49,8 @@ class LoopStats:
     in_flight: int = 0
     lag: dict[int, int] = field(default_factory=dict)
     lag_measured: bool = False  # a lag was measured with partitions assigned
+    end_offsets: dict[int, int] = field(default_factory=dict)  # log end per assigned partition (arrival rate)
+    partitions: int | None = None  # partitions of the topic (the most decoders that get work)
     last_verdict_at: float | None = None
 
 
@@ -58,14 +61,14 @@ class ConsumerStats(LoopStats):
     name: str = ""
     faces_outstanding: int = 0  # face-stage calls waiting on or running in face actors
     detectors_outstanding: int = 0  # scoring calls waiting on or running in scorer actors
+    decode: StageLoad = field(default_factory=StageLoad)  # this decoder's own decode stage (busy time, videos)
+    pools_version: int = 0  # the last pool push this decoder applied (0: none yet, e.g. after a restart)
+    calls: dict[str, MemberCalls] = field(default_factory=dict)  # per face/detector member: sent, outstanding
 
     @classmethod
-    def of(
-        cls, loop: LoopStats, name: str, faces_outstanding: int = 0, detectors_outstanding: int = 0
-    ) -> ConsumerStats:
-        """A snapshot of ``loop`` (copied, so the actor's own counters keep moving) with the actor's name."""
-        return cls(**copy.deepcopy(vars(loop)), name=name, faces_outstanding=faces_outstanding,
-                   detectors_outstanding=detectors_outstanding)  # fmt: skip
+    def of(cls, loop: LoopStats, name: str, **actor: Any) -> ConsumerStats:
+        """A snapshot of ``loop`` (copied, so the actor's own counters keep moving) with the actor's own fields."""
+        return cls(**copy.deepcopy(vars(loop)), name=name, **copy.deepcopy(actor))
 
 
 def log_verdict(verdict: Verdict) -> None:
@@ -150,12 +153,18 @@ class ConsumeLoop:
 
     async def _measure_lag(self) -> None:
         """Refresh ``stats.lag``; while the broker is unreachable keep the last value and go on."""
+
+        def measure() -> tuple[dict[int, int], dict[int, int], int | None]:
+            return *self.source.lag_and_ends(), self.source.partition_count()
+
         try:
-            lag = await self._on_kafka(self.source.lag)
+            lag, ends, partitions = await self._on_kafka(measure)
         except KafkaError as exc:  # e.g. KafkaTimeoutError after request_timeout_ms in a broker outage
             log.warning("consumer lag not measured, keeping the last value: %s", exc)
             return
         self.stats.lag = lag
+        self.stats.end_offsets = ends
+        self.stats.partitions = partitions or self.stats.partitions
         self.stats.lag_measured = self.stats.lag_measured or bool(lag)
 
     async def _drain(self) -> None:

@@ -4,11 +4,17 @@ Each decoder owns one KafkaSource (partitions are spread over decoders by the
 group), decodes its videos locally (ffmpeg subprocesses on a small thread
 pool), sends frames to the least-busy face actor and crops to the least-busy
 detector, and stores the verdict before committing (``pipeline.consume_loop``).
+Nothing here survives a restart on purpose: uncommitted messages are simply
+redelivered.
+
 On a GPU node (``gpu_node.actors`` > 0) it decodes nothing itself: each job goes
 whole to the least-busy GPU stage actor, which decodes, finds faces and scores
 them on its device.
-Nothing here survives a restart on purpose: uncommitted messages are simply
-redelivered.
+
+The face, detector (and GPU stage) pools come only from the topology (``set_pools``), never
+from the constructor: a decoder that Ray restarts (its node died) re-runs
+``__init__`` with its creation arguments, which would name actors long gone. It
+consumes nothing until the topology has pushed it the current, ready members.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Any
 
 import numpy as np
 import ray
@@ -31,6 +38,7 @@ from pipeline.kafka_source import KafkaSource
 from pipeline.stage_router import StageRouter
 from pipeline.verdict_store import VerdictStore
 from pipeline.video_flow import Stages, process_video
+from workers.busy_meter import BusyMeter
 from workers.frame_decoder import FrameDecoder
 
 log = logging.getLogger(__name__)
@@ -38,27 +46,23 @@ log = logging.getLogger(__name__)
 
 @ray.remote
 class ConsumerActor:
-    def __init__(
-        self,
-        cfg: ClipguardConfig,
-        name: str,
-        faces: list,
-        detectors: list,
-        model_version: str,
-        gpu_stages: list | None = None,
-    ) -> None:
+    def __init__(self, cfg: ClipguardConfig, name: str, model_version: str) -> None:
         quiet_third_party()  # format and level come from the job's LoggingConfig (ray.init on the driver)
         self.cfg = cfg
         self.name = name
-        self.faces = StageRouter(faces) if faces else None
-        self.detectors = StageRouter(detectors) if detectors else None
-        self.gpu_stages = StageRouter(gpu_stages) if gpu_stages else None
+        self.faces = StageRouter()
+        self.detectors = StageRouter()
+        self.gpu_stages = StageRouter()  # used instead of faces + detectors on a GPU node
+        self.pools_version = 0
+        self._pools_set = asyncio.Event()
+        self._stopped = False
         self.version = model_version
         self.frame_decoder = FrameDecoder(cfg.source, cfg.sampling)
         self.decode_slots = asyncio.Semaphore(cfg.stream.decode_concurrency)
+        self.decode_meter = BusyMeter()
         self.metrics = StreamMetrics.create()
         worker_errors = (RayActorError, ActorDiedError, ActorUnavailableError, ProcessKilledError)
-        if self.gpu_stages is not None:
+        if cfg.gpu_node.actors:
             self.stages = Stages(analyse=self._analyse, worker_errors=worker_errors)
         else:
             self.stages = Stages(decode=self._decode, faces=self._faces, score=self._score, worker_errors=worker_errors)
@@ -74,21 +78,45 @@ class ConsumerActor:
 
     # --- control ------------------------------------------------------------------
     async def run(self) -> ConsumerStats:
-        await self.loop.run()
+        await self._pools_set.wait()  # no pools, no consuming (see the module docstring)
+        if not self._stopped:
+            await self.loop.run()
         return self.stats()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop polling; ``run`` returns once the in-flight videos are finished and committed.
+
+        ``stop`` and ``set_pools`` are coroutines so that they run on the actor's event loop,
+        where the asyncio events they set are waited on.
+        """
+        self._stopped = True
         self.loop.stop()
+        self._pools_set.set()  # a decoder stopped before it ever consumed returns at once
 
     def stats(self) -> ConsumerStats:
-        if self.gpu_stages is not None:  # one fused stage: its calls count as face and detector work
-            return ConsumerStats.of(self.loop.stats, self.name, self.gpu_stages.outstanding, 0)
-        return ConsumerStats.of(self.loop.stats, self.name, self.faces.outstanding, self.detectors.outstanding)
+        calls = {**self.faces.calls, **self.detectors.calls, **self.gpu_stages.calls}
+        # A GPU stage call is the face and the detector work of a video at once: counted as face work.
+        faces_outstanding = self.faces.outstanding + self.gpu_stages.outstanding
+        return ConsumerStats.of(self.loop.stats, self.name, faces_outstanding=faces_outstanding,
+                                detectors_outstanding=self.detectors.outstanding, decode=self.decode_meter.snapshot(),
+                                pools_version=self.pools_version, calls=calls)  # fmt: skip
 
-    def set_pools(self, faces: list, detectors: list) -> None:
-        if self.gpu_stages is None:
-            self.faces.replace(faces)
-            self.detectors.replace(detectors)
+    async def set_pools(
+        self,
+        version: int,
+        faces: list[tuple[str, Any]],
+        detectors: list[tuple[str, Any]],
+        gpu_stages: list[tuple[str, Any]] = (),
+    ) -> None:
+        """The ready face, detector and GPU stage actors, as ``(name, handle)``; an older push arriving late is
+        ignored."""
+        if version <= self.pools_version:
+            return
+        self.faces.replace(faces)
+        self.detectors.replace(detectors)
+        self.gpu_stages.replace(gpu_stages)
+        self.pools_version = version
+        self._pools_set.set()
 
     def pid(self) -> int:
         """This worker's process id (fault-injection tests, memory probes)."""
@@ -97,22 +125,45 @@ class ConsumerActor:
     # --- stages ---------------------------------------------------------------------
     async def _decode(self, job: VideoJob) -> tuple[list[SampledFrame], tuple[int, int]]:
         self.metrics.videos_in.inc()
-        async with self.decode_slots:
-            decoded = await asyncio.to_thread(self.frame_decoder.decode, job)
+        with self.decode_meter.video():
+            async with self.decode_slots:
+                with self.decode_meter.busy():
+                    decoded = await asyncio.to_thread(self.frame_decoder.decode, job)
         return list(decoded.frames), (decoded.info.width, decoded.info.height)
 
     async def _faces(self, video_id: str, frames: list[SampledFrame], size: tuple[int, int]) -> FaceStageResult:
-        with self.faces.lease() as actor:
-            return await actor.crop.remote(video_id, frames, size)
+        async with self.faces.lease() as actor:
+            try:
+                return await actor.crop.remote(video_id, frames, size)
+            except ActorDiedError:
+                self.faces.discard(actor)  # gone for good: process_video retries on another member
+                raise
+            except RayActorError:
+                self.faces.suspect(actor)  # unreachable (node lost, restarting): retry elsewhere first
+                raise
 
     async def _score(self, crops: np.ndarray) -> np.ndarray:
-        with self.detectors.lease() as actor:
-            return await actor.score.remote(crops)
+        async with self.detectors.lease() as actor:
+            try:
+                return await actor.score.remote(crops)
+            except ActorDiedError:
+                self.detectors.discard(actor)
+                raise
+            except RayActorError:
+                self.detectors.suspect(actor)
+                raise
 
     async def _analyse(self, job: VideoJob) -> VideoAnalysis:
         self.metrics.videos_in.inc()
-        with self.gpu_stages.lease() as actor:
-            return await actor.analyse.remote(job)
+        async with self.gpu_stages.lease() as actor:
+            try:
+                return await actor.analyse.remote(job)
+            except ActorDiedError:
+                self.gpu_stages.discard(actor)
+                raise
+            except RayActorError:
+                self.gpu_stages.suspect(actor)
+                raise
 
     def _observe(self, verdict: Verdict) -> None:
         m = self.metrics

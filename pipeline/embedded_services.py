@@ -143,6 +143,17 @@ class EmbeddedService:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def death(self) -> str | None:
+        """How the service ended while it should be serving, with its log's last line; None while it runs."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        code = self.process.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        lines = self.log_path.read_text(errors="replace").splitlines() if self.log_path.is_file() else []
+        last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+        tail = f"; last log line: {last[:300]}" if last else ""
+        return f"{self.name} (pid {self.process.pid}, 127.0.0.1:{self.port}) {how} (log {self.log_path}){tail}"
+
 
 class EmbeddedRedis(EmbeddedService):
     def _ready(self) -> bool:

@@ -149,7 +149,18 @@ class KafkaSource:
         return self.tracker.in_flight()
 
     def lag(self) -> dict[int, int]:
-        """Consumer lag per assigned partition: log end minus the offset to commit.
+        """Consumer lag per assigned partition (see :meth:`lag_and_ends`)."""
+        return self.lag_and_ends()[0]
+
+    def partition_count(self) -> int | None:
+        """Partitions of the topic, from the client's metadata (None while unknown)."""
+        partitions = self.consumer.partitions_for_topic(self.cfg.topic)
+        return len(partitions) if partitions else None
+
+    def lag_and_ends(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Consumer lag per assigned partition, and the log end of those fetched from (arrival rate).
+
+        Lag is log end minus the offset to commit.
 
         This is what monitoring tools call lag, so it counts both unread and in-flight
         (read but not yet stored) messages. The offset to commit comes from our own
@@ -161,9 +172,9 @@ class KafkaSource:
         """
         assignment = list(self.consumer.assignment())
         if not assignment:
-            return {}
+            return {}, {}
         ends = self.consumer.end_offsets(assignment)
-        out = {}
+        out, log_ends = {}, {}
         for tp in assignment:
             base = self.tracker.next_to_commit(tp)
             if base is None:
@@ -172,9 +183,12 @@ class KafkaSource:
                 continue
             # The fetch high watermark is exact; Tansu's ListOffsets answers per record
             # batch, so take the larger of the two.
-            end = max(ends.get(tp, 0), self.consumer.highwater(tp) or 0)
+            highwater = self.consumer.highwater(tp)
+            end = max(ends.get(tp, 0), highwater or 0)
             out[tp.partition] = max(0, end - base)
-        return out
+            if highwater is not None:  # exact; a batch-granular ListOffsets answer would look like arrivals later
+                log_ends[tp.partition] = highwater
+        return out, log_ends
 
     def close(self) -> None:
         """Commit what is finished and leave the group (fast rebalance for the others)."""

@@ -34,30 +34,54 @@ class RunTotals:
     verdicts: int = 0
     dead_letters: int = 0
     in_flight: int = 0
-    lag: int = 0
+    lag: int = 0  # summed over partitions (see remember_lag: partitions nobody reports keep their last value)
+    lag_by_partition: dict[int, int] = field(default_factory=dict)  # as the decoders report it now
     lag_measured: bool = False
+    decodes_outstanding: int = 0  # videos waiting for or in a decode
     faces_outstanding: int = 0  # calls waiting on or running in face actors
     detectors_outstanding: int = 0
+    end_offsets: dict[int, int] = field(default_factory=dict)  # log end per partition (arrival rate)
+    partitions: int | None = None  # partitions of the topic
     by_status: dict[str, int] = field(default_factory=dict)
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, stats: list[ConsumerStats]) -> RunTotals:
         t = cls()
+        lag_by_partition: dict[int, int] = {}  # during a rebalance two members may report one partition
         for s in stats:
             t.received += s.received
             t.verdicts += s.verdicts
             t.dead_letters += s.dead_letters
             t.in_flight += s.in_flight
-            t.lag += sum(s.lag.values())
             t.lag_measured = t.lag_measured or s.lag_measured
+            t.decodes_outstanding += s.decode.in_flight
             t.faces_outstanding += s.faces_outstanding
             t.detectors_outstanding += s.detectors_outstanding
+            for p, end in s.end_offsets.items():  # a partition mid-rebalance may show up twice
+                t.end_offsets[p] = max(end, t.end_offsets.get(p, 0))
+            for p, lag in s.lag.items():
+                lag_by_partition[p] = max(lag, lag_by_partition.get(p, 0))
+            if s.partitions:
+                t.partitions = max(s.partitions, t.partitions or 0)
             for k, v in s.by_status.items():
                 t.by_status[k] = t.by_status.get(k, 0) + v
             for k, v in s.errors_by_kind.items():
                 t.errors_by_kind[k] = t.errors_by_kind.get(k, 0) + v
+        t.lag_by_partition = lag_by_partition
+        t.lag = sum(lag_by_partition.values())
         return t
+
+    def remember_lag(self, seen: dict[int, int]) -> RunTotals:
+        """Count a partition no decoder reports now with its last measured lag (``seen``, updated here).
+
+        A partition whose consumer was lost (its node died) is reported by nobody until the
+        group hands it to another member, which takes a session timeout or more: its videos
+        are still waiting, and a lag of 0 there would make the autoscaler shrink mid-backlog.
+        """
+        seen.update(self.lag_by_partition)
+        self.lag = sum(seen.values())
+        return self
 
 
 def ray_init_args(cfg: ClipguardConfig) -> dict:
@@ -119,12 +143,17 @@ def run_stream(
         if on_ready:
             on_ready(live, topology)
         totals = RunTotals()
+        lag_seen: dict[int, int] = {}
         autoscaler = PoolAutoscaler(live.autoscale, live.stream) if live.autoscale.enabled else None
+        if autoscaler is None:
+            log.info("autoscaling off: pools stay at %d decoders, %d face, %d detector actors",
+                     live.stream.decoders, live.stream.face_workers, live.stream.detectors)  # fmt: skip
         pool_size = StreamMetrics.create().pool_size
         while not stop.event.is_set():
             stop.event.wait(interval_s)
             topology.supervise()
-            totals = RunTotals.of(topology.stats())
+            totals = RunTotals.of(topology.stats()).remember_lag(lag_seen)
+            topology.maintain()
             if autoscaler:
                 autoscaler.step(totals, topology)
             for stage in ("decoders", "face_workers", "detectors"):

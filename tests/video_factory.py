@@ -299,6 +299,40 @@ def make_portrait_video(
     return _encode_frames(path, frames(), size, fps, *extra)
 
 
+def make_group_video(
+    path: Path,
+    photos: tuple[str, ...] = ("gauss", "astronaut"),
+    n_frames: int = 4,
+    fps: float = 6,
+    *,
+    size: tuple[int, int] = (480, 270),
+) -> Path:
+    """Several people side by side (one photo each, in equal columns), drifting a little each frame.
+
+    More faces per frame make the detector's share of a video's work larger than the
+    face stage's (one SCRFD pass per frame, one detector crop per face).
+    """
+    cell_w, h = size[0] // len(photos), size[1]
+    cells = []
+    for name in photos:
+        img = load_photo(name)
+        scale = min(cell_w / img.shape[1], h / img.shape[0])
+        cells.append(cv2.resize(img, (int(img.shape[1] * scale), int(img.shape[0] * scale)),
+                                interpolation=cv2.INTER_AREA))  # fmt: skip
+
+    def frames() -> Iterator[np.ndarray]:
+        for k in range(n_frames):
+            canvas = np.full((size[1], size[0], 3), 128, np.uint8)
+            for i, cell in enumerate(cells):
+                x = i * cell_w + (cell_w - cell.shape[1]) // 2
+                y = (h - cell.shape[0]) // 2 + (k % 3) - 1  # a pixel of drift: frames are not identical
+                y = min(max(y, 0), h - cell.shape[0])
+                canvas[y : y + cell.shape[0], x : x + cell.shape[1]] = cell
+            yield canvas
+
+    return _encode_frames(path, frames(), size, fps)
+
+
 def make_no_face_video(path: Path, n_frames: int = 4, size: tuple[int, int] = (320, 240)) -> Path:
     """A lavfi test pattern with no face in it."""
     return _test_pattern(path, size, 4, n_frames)

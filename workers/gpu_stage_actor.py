@@ -13,9 +13,10 @@ import os
 import ray
 
 from clipguard.config import ClipguardConfig
-from clipguard.contracts import VideoAnalysis, VideoJob
+from clipguard.contracts import StageLoad, VideoAnalysis, VideoJob
 from clipguard.logging_setup import quiet_third_party
 from clipguard.prometheus import StreamMetrics
+from workers.busy_meter import BusyMeter
 from workers.crop_batcher import BatchReport
 from workers.gpu_video_pipeline import build_pipeline
 
@@ -25,6 +26,7 @@ class GpuStageActor:
     def __init__(self, cfg: ClipguardConfig) -> None:
         quiet_third_party()  # format and level come from the job's LoggingConfig (ray.init on the driver)
         self.metrics = StreamMetrics.create()
+        self.meter = BusyMeter()  # busy = any video on the device (the topology's liveness and load probe)
         self.pipeline = build_pipeline(cfg, on_batch=self._observe)
 
     def model_version(self) -> str:
@@ -39,7 +41,12 @@ class GpuStageActor:
 
     async def analyse(self, job: VideoJob) -> VideoAnalysis:
         """One video, decode to crop scores, on this actor's device."""
-        return await self.pipeline.analyse(job)
+        with self.meter.video(), self.meter.busy():
+            return await self.pipeline.analyse(job)
+
+    def load(self) -> StageLoad:
+        """Busy seconds and videos analysed so far."""
+        return self.meter.snapshot()
 
     def queue_depth(self) -> int:
         return self.pipeline.batcher.pending_items

@@ -18,9 +18,11 @@ import numpy as np
 import ray
 
 from clipguard.config import ModelConfig
+from clipguard.contracts import StageLoad
 from clipguard.logging_setup import quiet_third_party
 from clipguard.model import CropScorer, DetectorConfig, DeviceScorer
 from clipguard.prometheus import StreamMetrics
+from workers.busy_meter import BusyMeter
 from workers.crop_batcher import BatchReport, CropBatcher
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,10 @@ class ScorerActor:
             self.model_thread.submit(fast.warm_up).result()
             score = fast.score
         self.metrics = StreamMetrics.create()
+        self.meter = BusyMeter()  # busy = the model running, not crops waiting for a batch
+        self._score_fn = score
         self.batcher = CropBatcher(
-            score, batch_size, batch_wait_ms / 1000, on_batch=self._observe, executor=self.model_thread
+            self._score_batch, batch_size, batch_wait_ms / 1000, on_batch=self._observe, executor=self.model_thread
         )
 
     def model_version(self) -> str:
@@ -57,7 +61,16 @@ class ScorerActor:
 
     async def score(self, crops: np.ndarray) -> np.ndarray:
         """p_fake for each crop of one video, batched with other videos' crops."""
-        return await self.batcher.score(crops)
+        with self.meter.video():
+            return await self.batcher.score(crops)
+
+    def load(self) -> StageLoad:
+        """Seconds the model ran and videos scored so far (the autoscaler's per-actor rate)."""
+        return self.meter.snapshot()
+
+    def _score_batch(self, crops: np.ndarray) -> np.ndarray:
+        with self.meter.busy():
+            return self._score_fn(crops)  # the CUDA fast path where the actor has a GPU
 
     def queue_depth(self) -> int:
         return self.batcher.pending_items

@@ -16,6 +16,7 @@ def test_defaults_keep_the_cpu_stage_path_with_auto_devices():
 
 def test_env_selects_the_gpu_stage_and_bad_values_are_errors(monkeypatch):
     monkeypatch.setenv("CLIPGUARD_GPU_NODE__ACTORS", "2")
+    monkeypatch.setenv("CLIPGUARD_AUTOSCALE__ENABLED", "false")  # the GPU stage pool is sized by gpu_node.actors
     monkeypatch.setenv("CLIPGUARD_GPU_NODE__DECODE_DEVICE", "cuda")
     cfg = ClipguardConfig()
     assert cfg.gpu_node.actors == 2 and cfg.gpu_node.decode_device == "cuda"

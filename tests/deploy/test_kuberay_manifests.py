@@ -418,23 +418,51 @@ def test_stream_model_files_are_named_in_the_mounted_model_directory():
         assert first.is_relative_to(model_dir) and first != Path(model_dir), key
 
 
-def test_pool_sizes_fit_the_worker_groups():
-    """Actors the stream starts must fit the pods the autoscaler may create."""
-    from clipguard.config import StreamConfig
+def _shipped_config(env):
+    """The stream's configuration exactly as the ConfigMap (and Secret) set it, on a clean environment."""
+    from clipguard.config import ClipguardConfig
 
+    for key, value in clipguard_env().items():
+        env.setenv(key, value)
+    return ClipguardConfig()
+
+
+def test_shipped_deploy_autoscales_every_pool_between_bounds_the_worker_groups_hold(clean_env):
+    """Autoscaling is on as shipped, with explicit bounds per pool that fit the pods KubeRay may create."""
+    cfg = _shipped_config(clean_env)  # also validates: starting sizes lie within the bounds
+    auto, stream = cfg.autoscale, cfg.stream
     data = the("ConfigMap", "clipguard-config")["data"]
-    prefix = "CLIPGUARD_STREAM__"
-    stream = StreamConfig(**{k.removeprefix(prefix).lower(): v for k, v in data.items() if k.startswith(prefix)})
+    for stage in ("decoders", "face_workers", "detectors"):
+        for end in ("MIN", "MAX"):
+            assert f"CLIPGUARD_AUTOSCALE__{stage.upper()}_{end}" in data, f"{stage} {end.lower()} is not explicit"
+    assert auto.enabled and data["CLIPGUARD_AUTOSCALE__ENABLED"] == "true"
+    for stage in ("decoders", "face_workers", "detectors"):
+        assert getattr(auto, f"{stage}_min") < getattr(auto, f"{stage}_max"), f"{stage} cannot move"
     groups = {g["groupName"]: g for g in stream_cluster()["spec"]["workerGroupSpecs"]}
     gpu, cpu = groups["gpu-workers"], groups["cpu-workers"]
     gpus_per_pod = float(gpu["rayStartParams"]["num-gpus"])
     assert stream.detector_num_gpus > 0, "detectors run on the GPU group"
-    assert stream.detectors * stream.detector_num_gpus <= gpu["maxReplicas"] * gpus_per_pod
+    # The detector pool's bounds are the GPU group's: its minimum never waits for a pod, its maximum fills it.
+    assert auto.detectors_min * stream.detector_num_gpus <= gpu["minReplicas"] * gpus_per_pod
+    assert auto.detectors_max * stream.detector_num_gpus == gpu["maxReplicas"] * gpus_per_pod
     assert stream.detector_num_cpus <= float(gpu["rayStartParams"]["num-cpus"])
-    cpus = stream.decoders * stream.decoder_num_cpus + stream.face_workers * stream.face_num_cpus
-    assert cpus <= cpu["maxReplicas"] * float(cpu["rayStartParams"]["num-cpus"])
     per_pod = float(cpu["rayStartParams"]["num-cpus"])
+    most = auto.decoders_max * stream.decoder_num_cpus + auto.face_workers_max * stream.face_num_cpus
+    assert most <= cpu["maxReplicas"] * per_pod, "the CPU pools at their maxima must fit the cpu-workers group"
     assert max(stream.decoder_num_cpus, stream.face_num_cpus) <= per_pod, "an actor must fit one CPU pod"
+
+
+def test_shipped_autoscaling_reaches_the_policy(clean_env):
+    """The ConfigMap's bounds are what the policy enforces (no default quietly in between)."""
+    from pipeline.autoscaler import policy_from_config
+
+    cfg = _shipped_config(clean_env)
+    policy = policy_from_config(cfg.autoscale, cfg.stream)
+    data = the("ConfigMap", "clipguard-config")["data"]
+    assert policy.detectors.max_size == int(data["CLIPGUARD_AUTOSCALE__DETECTORS_MAX"])
+    assert policy.face_workers.min_size == int(data["CLIPGUARD_AUTOSCALE__FACE_WORKERS_MIN"])
+    assert policy.decoders.max_size == int(data["CLIPGUARD_AUTOSCALE__DECODERS_MAX"])
+    assert policy.target_drain_s == float(data["CLIPGUARD_AUTOSCALE__TARGET_DRAIN_S"])
 
 
 # --- rendered as the cluster runs them: token auth, the training job's paths, name and workers ---------

@@ -198,6 +198,48 @@ def test_decide_arrivals_keep_pool_above_scale_down_utilization():
     assert hold.decoders.reason is Reason.STEADY
 
 
+# --- pending actors and partitions ---------------------------------------------------------------
+
+
+def test_decide_pending_actors_block_growth_until_ready():
+    # 2 of 3 detectors still wait for a GPU node: no more are asked for, however large the backlog.
+    stage = StageObservation(pool_size=3, pending=2, throughput_per_actor=1.0, in_flight=1, queue_depth=400)
+    d = decide_pool_sizes(observe(detectors=stage), policy()).detectors
+    assert (d.desired, d.reason) == (3, Reason.PENDING)
+    ready = dataclasses.replace(stage, pending=0)
+    assert decide_pool_sizes(observe(detectors=ready), policy()).detectors.reason is Reason.SCALE_UP
+
+
+def test_decide_pending_actors_do_not_block_shrinking_when_idle():
+    stage = StageObservation(pool_size=4, pending=3, throughput_per_actor=1.0)
+    d = decide_pool_sizes(observe(detectors=stage), policy()).detectors
+    assert (d.desired, d.reason) == (1, Reason.IDLE)
+
+
+def test_decide_decoders_never_exceed_the_topic_partitions():
+    stage = StageObservation(pool_size=2, throughput_per_actor=0.1, in_flight=2)
+    obs = dataclasses.replace(observe(lag=100_000, decoders=stage), topic_partitions=2)
+    d = decide_pool_sizes(obs, policy()).decoders
+    assert (d.desired, d.reason) == (2, Reason.AT_MAX) and "2 topic partitions" in d.detail
+    over = dataclasses.replace(obs, decoders=dataclasses.replace(stage, pool_size=5))
+    d = decide_pool_sizes(over, policy()).decoders
+    assert (d.desired, d.reason) == (2, Reason.ABOVE_MAX)
+    # Other stages are not capped by partitions.
+    faces = StageObservation(pool_size=2, throughput_per_actor=0.1, in_flight=2, queue_depth=500)
+    assert decide_pool_sizes(dataclasses.replace(obs, face_workers=faces), policy()).face_workers.desired == 6
+
+
+def test_decide_single_partition_topic_caps_min_too():
+    obs = dataclasses.replace(observe(decoders=StageObservation(pool_size=2)), topic_partitions=1)
+    d = decide_pool_sizes(obs, policy(decoders=StageBounds(2, 8))).decoders
+    assert (d.desired, d.reason) == (1, Reason.ABOVE_MAX)
+
+
+def test_observation_rejects_pending_beyond_pool():
+    with pytest.raises(ValueError, match="pending"):
+        StageObservation(pool_size=1, pending=2)
+
+
 # --- bounds and unknowns -----------------------------------------------------------------------
 
 
@@ -229,8 +271,10 @@ def test_decide_random_observations_stay_within_bounds_and_never_flip():
     )
 
     def random_stage() -> StageObservation:
+        size = rng.randint(0, 12)
         return StageObservation(
-            pool_size=rng.randint(0, 12),
+            pool_size=size,
+            pending=rng.choice([0, 0, rng.randint(0, size)]),
             queue_depth=rng.choice([0, 0, rng.randint(0, 500)]),
             in_flight=rng.randint(0, 12),
             throughput_per_actor=rng.choice([None, 0.0, rng.uniform(0.05, 20)]),
@@ -257,7 +301,9 @@ def test_decide_random_observations_stay_within_bounds_and_never_flip():
 
 
 def _with_pool(obs: PipelineObservation, stage: Stage, size: int) -> PipelineObservation:
-    changed = dataclasses.replace(obs.stage(stage), pool_size=size, seconds_since_scale=math.inf)
+    before = obs.stage(stage)
+    pending = max(0, before.pending - max(0, before.pool_size - size))  # a shrink removes pending actors first
+    changed = dataclasses.replace(before, pool_size=size, pending=min(pending, size), seconds_since_scale=math.inf)
     return dataclasses.replace(obs, **{stage.value: changed})
 
 

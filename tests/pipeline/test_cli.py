@@ -126,6 +126,30 @@ def test_services_up_stops_its_children_on_a_signal(tmp_path, sig):
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("victim", ["kafka", "redis"])
+def test_services_up_names_the_service_that_died_and_exits_non_zero(tmp_path, victim):
+    env = {**os.environ, "CLIPGUARD_STATE_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "services", "up"], env=env, cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    children: dict[str, int] = {}
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[2].startswith("(Ctrl-C to stop)"), lines
+        children = {p.name.split("-")[0]: int(p.read_text()) for p in tmp_path.glob("*.pid")}
+        os.kill(children[victim], signal.SIGKILL)
+        assert proc.wait(30) == 1
+        err = proc.stderr.read()
+        assert f"{victim} (pid {children[victim]}" in err and "killed by signal 9" in err, err
+        survivor = "redis" if victim == "kafka" else "kafka"
+        assert not _alive(children[survivor]), f"{survivor} left running"
+        assert not (tmp_path / "endpoints.json").exists()
+    finally:
+        proc.kill()
+        for pid in children.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

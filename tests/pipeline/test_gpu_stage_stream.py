@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from clipguard.config import (
+    AutoscaleConfig,
     ClipguardConfig,
     GpuNodeConfig,
     ModelConfig,
@@ -51,6 +52,7 @@ def test_gpu_stage_stream_gives_every_video_one_verdict(kafka_config, redis_conf
         model=ModelConfig(arch="ViT-Tiny-test", pretrained="none"),
         stream=StreamConfig(decoders=1, batch_size=16, batch_wait_ms=10, max_in_flight=4, drain_timeout_s=20),
         gpu_node=GpuNodeConfig(actors=1, num_gpus=0, num_cpus=1, decode_workers=2, face_batch=4),
+        autoscale=AutoscaleConfig(enabled=False),  # the GPU stage pool is sized by gpu_node.actors
     )
     ensure_topic(cfg.kafka)
     publisher = JobPublisher(cfg.kafka)

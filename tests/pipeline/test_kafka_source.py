@@ -97,6 +97,23 @@ def test_kafka_source_lag_counts_unread_and_in_flight(kafka_config):
     src.close()
 
 
+def test_kafka_source_reports_log_ends_that_grow_with_arrivals_and_the_partition_count(kafka_config):
+    """What the autoscaler's arrival rate and decoder cap read: exact log ends, the topic's partitions."""
+    cfg = kafka_config.model_copy(update={"partitions": 2})
+    _publish(cfg, [f"v{i}" for i in range(6)])
+    src = KafkaSource(cfg)
+    try:
+        _drain(src, 6)
+        lag, ends = src.lag_and_ends()
+        assert sum(ends.values()) == 6 and set(ends) == {0, 1}
+        assert src.partition_count() == 2
+        _publish(cfg, [f"w{i}" for i in range(4)])
+        _drain(src, 4)
+        assert sum(src.lag_and_ends()[1].values()) == 10  # 4 arrived since
+    finally:
+        src.close()
+
+
 def test_kafka_source_rebalance_commits_finished_work_and_hands_over_the_rest(kafka_config):
     cfg = kafka_config.model_copy(update={"partitions": 2})
     _publish(cfg, [f"v{i}" for i in range(8)])

@@ -25,6 +25,7 @@ import ray
 import redis
 
 from clipguard.config import (
+    AutoscaleConfig,
     ClipguardConfig,
     FacesConfig,
     KafkaConfig,
@@ -54,7 +55,10 @@ def stream_config(
     sampling: dict[str, Any] | None = None,
     faces: dict[str, Any] | None = None,
 ) -> ClipguardConfig:
-    """A small, fast stream: tiny random-init CLIP, 4 frames of at most 320 px, one actor per stage."""
+    """A small, fast stream: tiny random-init CLIP, 4 frames of at most 320 px, one actor per stage.
+
+    Autoscaling is off: these tests inject faults into, or resize, pools they hold fixed.
+    """
     return ClipguardConfig(
         kafka=kafka,
         redis=redis,
@@ -77,6 +81,7 @@ def stream_config(
                 **(stream or {}),
             }
         ),  # fmt: skip
+        autoscale=AutoscaleConfig(enabled=False),
     )
 
 

@@ -353,9 +353,12 @@ class _BrokerDownSource:
         out, self.jobs = self.jobs[:capacity], self.jobs[capacity:]
         return out
 
-    def lag(self) -> dict:
+    def lag_and_ends(self) -> tuple[dict, dict]:
         self.lag_calls += 1
         raise KafkaTimeoutError("Failed to get offsets by timestamps in 30000 ms")  # what a real outage gives
+
+    def partition_count(self) -> int:
+        return 1
 
     def done(self, source) -> bool:
         self.finished.append(source)
@@ -369,7 +372,7 @@ class _BrokerDownSource:
 
 
 def test_consume_loop_keeps_running_when_lag_cannot_be_measured_in_a_broker_outage(redis_config):
-    """Past ``request_timeout_ms`` (30 s) of outage, ``lag()`` raises; that used to end the consumer loop."""
+    """Past ``request_timeout_ms`` (30 s) of outage, measuring the lag raises; that used to end the consumer loop."""
     source = _BrokerDownSource()
 
     async def process(job):
