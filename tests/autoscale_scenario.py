@@ -44,6 +44,7 @@ from clipguard.config import (
     SamplingConfig,
     SourceConfig,
     StreamConfig,
+    VideoScoreConfig,
 )
 from pipeline.kafka_publisher import JobPublisher, ensure_topic
 from pipeline.runner import RunTotals, run_stream
@@ -101,7 +102,8 @@ def scenario_config(kafka: KafkaConfig, redis: RedisConfig, address: str, video_
         ray=RayConfig(address=address),
         source=SourceConfig(video_root=video_root, timeout_s=60),
         sampling=SamplingConfig(num_frames=3, max_side=480),
-        faces=FacesConfig(policy="all"),
+        faces=FacesConfig(),
+        video_score=VideoScoreConfig(face_policy="all"),
         model=ModelConfig(arch=DETECTOR_ARCH, pretrained="none", device="cpu"),
         stream=StreamConfig(
             decoders=1, face_workers=1, detectors=1,
