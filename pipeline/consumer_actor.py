@@ -132,37 +132,26 @@ class ConsumerActor:
         return list(decoded.frames), (decoded.info.width, decoded.info.height)
 
     async def _faces(self, video_id: str, frames: list[SampledFrame], size: tuple[int, int]) -> FaceStageResult:
-        async with self.faces.lease() as actor:
-            try:
-                return await actor.crop.remote(video_id, frames, size)
-            except ActorDiedError:
-                self.faces.discard(actor)  # gone for good: process_video retries on another member
-                raise
-            except RayActorError:
-                self.faces.suspect(actor)  # unreachable (node lost, restarting): retry elsewhere first
-                raise
+        return await self._call(self.faces, "crop", video_id, frames, size)
 
     async def _score(self, crops: np.ndarray) -> np.ndarray:
-        async with self.detectors.lease() as actor:
-            try:
-                return await actor.score.remote(crops)
-            except ActorDiedError:
-                self.detectors.discard(actor)
-                raise
-            except RayActorError:
-                self.detectors.suspect(actor)
-                raise
+        return await self._call(self.detectors, "score", crops)
 
     async def _analyse(self, job: VideoJob) -> VideoAnalysis:
         self.metrics.videos_in.inc()
-        async with self.gpu_stages.lease() as actor:
+        return await self._call(self.gpu_stages, "analyse", job)
+
+    @staticmethod
+    async def _call(pool: StageRouter, method: str, *args: Any) -> Any:
+        """One call on the least-busy member of a pool; a member that died or is unreachable is set aside."""
+        async with pool.lease() as actor:
             try:
-                return await actor.analyse.remote(job)
+                return await getattr(actor, method).remote(*args)
             except ActorDiedError:
-                self.gpu_stages.discard(actor)
+                pool.discard(actor)  # gone for good: process_video retries on another member
                 raise
             except RayActorError:
-                self.gpu_stages.suspect(actor)
+                pool.suspect(actor)  # unreachable (node lost, restarting): retry elsewhere first
                 raise
 
     def _observe(self, verdict: Verdict) -> None:
