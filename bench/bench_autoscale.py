@@ -6,7 +6,8 @@ plus GPU-declaring worker nodes started with ``ray start``, embedded Kafka and R
 
 1. Growth: a backlog is published; pools start at their minimum; the detector pool
    grows; a detector the cluster cannot place waits, pending and without traffic, until
-   a new GPU node joins; after the backlog the pools shrink back, draining first.
+   a new GPU node joins (more videos arrive until a second detector serves); after
+   the backlog the pools shrink back, draining first.
 2. Node loss: mid-backlog, a worker node holding a consumer and a detector is killed
    (SIGKILL to its raylet and every worker); the stream goes on.
 
@@ -105,7 +106,7 @@ def main() -> None:
     os.environ.setdefault(MODEL_DIR_ENV, str(assets_dir() / "models"))
     logging.basicConfig(level=logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="bench-autoscale-"))
-    ids = sc.make_videos(work, 2 * args.videos)
+    ids = sc.make_videos(work, 7 * args.videos)  # two backlogs and the growth scenario's reserve
     load_start = os.getloadavg()
     started = datetime.now(UTC)
     wall = time.monotonic()
@@ -121,12 +122,12 @@ def main() -> None:
             tag = uuid.uuid4().hex[:6]
             k, r = configs(f"grow-{tag}")
             grow_cfg = sc.scenario_config(k, r, cluster.address, work)
-            growth = sc.run_growth(cluster, grow_cfg, ids[: args.videos])
-            grow_ok = _stored_all(grow_cfg, ids[: args.videos])
+            growth = sc.run_growth(cluster, grow_cfg, ids[: args.videos], reserve=ids[2 * args.videos :])
+            grow_ok = _stored_all(grow_cfg, growth.notes["published_ids"])
             k, r = configs(f"loss-{tag}")
             loss_cfg = sc.node_loss_config(k, r, cluster.address, work)
-            loss = sc.run_node_loss(cluster, loss_cfg, ids[args.videos :])
-            loss_ok = _stored_all(loss_cfg, ids[args.videos :])
+            loss = sc.run_node_loss(cluster, loss_cfg, ids[args.videos : 2 * args.videos])
+            loss_ok = _stored_all(loss_cfg, ids[args.videos : 2 * args.videos])
         finally:
             cluster.stop()
     shutil.rmtree(work, ignore_errors=True)
@@ -186,6 +187,8 @@ def report(growth, loss, grow_ok, loss_ok, started, load_start, load_end, cluste
         "",
         "## 1. Growth under a backlog, a pending detector, shrink when idle",
         "",
+        f"Published: {growth.notes.get('published')} videos ({n} at the start, the rest topped up while no "
+        f"second detector was ready: traffic goes on until the grown pool serves). "
         f"Verdicts: {grow_ok}. Calls sent to a detector while it was pending: "
         f"{len(growth.early_calls)} (must be 0). Detectors (created -> ready, seconds): "
         f"{fmt(f'{name} at start' if c < 0 else f'{name} {c:.0f} -> {r:.0f}' for name, c, r in growth.ready_log)}. "

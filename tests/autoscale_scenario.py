@@ -233,16 +233,25 @@ def _run(cfg: ClipguardConfig, recorder: Recorder, done: Callable[[], bool], tim
 
 
 # --- scenario 1: grow under a backlog, wait for a node, shrink when idle -----------------------
-def run_growth(cluster: LocalRayCluster, cfg: ClipguardConfig, ids: list[str], *, new_node: str = "g3",
-               node_delay_s: float = 6.0, timeout_s: float = 300) -> Timeline:  # fmt: skip
+def run_growth(cluster: LocalRayCluster, cfg: ClipguardConfig, ids: list[str], *, reserve: list[str] = (),
+               new_node: str = "g3", node_delay_s: float = 6.0, top_up_below: int = 8, top_up: int = 6,
+               timeout_s: float = 300) -> Timeline:  # fmt: skip
     """Publish ``ids`` as a backlog and run until it is stored and the pools are back at their minimum.
 
     A detector left pending for ``node_delay_s`` makes the scenario start ``new_node``
     (what KubeRay's autoscaler does for a pending GPU actor, in minutes rather than seconds).
+    Traffic goes on until the grown pool serves: while no second detector is ready and fewer
+    than ``top_up_below`` published videos are not stored yet, ``top_up`` more IDs from
+    ``reserve`` are published. How long a new detector takes to load depends on the
+    machine's load; without this, a slow machine drains the backlog first and the shrink
+    removes the still-pending detectors.
+    ``notes["published_ids"]`` lists every ID published.
     """
     store = VerdictStore(cfg.redis)
     publish(cfg.kafka, ids)
+    published, reserve = list(ids), list(reserve)
     state: dict[str, Any] = {"pending_since": None, "peak": 0}
+    publisher = JobPublisher(cfg.kafka)
 
     def hook(rec: Recorder, totals: RunTotals, topology: Topology) -> None:
         det = topology.detector_pool
@@ -253,15 +262,26 @@ def run_growth(cluster: LocalRayCluster, cfg: ClipguardConfig, ids: list[str], *
             if t - state["pending_since"] >= node_delay_s:
                 cluster.add_node(new_node, num_cpus=GPU_NODE_CPUS, num_gpus=1)
                 rec.timeline.event(round(t, 1), f"node {new_node} starts (a GPU node for the pending detector)")
+        unstored = len(published) - rec.timeline.samples[-1].stored
+        if state["peak"] < 2 and unstored < top_up_below and reserve:
+            more, reserve[:] = reserve[:top_up], reserve[top_up:]
+            for vid in more:
+                publisher.publish(vid)
+            publisher.flush()
+            published.extend(more)
+            rec.timeline.event(round(t, 1), f"{len(more)} more videos arrive (no second detector ready yet)")
 
     def done() -> bool:
         last = recorder.timeline.samples[-1] if recorder.timeline.samples else None
         at_min = last is not None and (last.detectors, last.detectors_pending, last.detectors_draining) == (1, 0, 0)
-        return at_min and state["peak"] > 1 and last.stored >= len(ids) and last.faces == 1 and last.decoders == 1
+        return at_min and state["peak"] > 1 and last.stored >= len(published) and last.faces == 1 and last.decoders == 1
 
     recorder = Recorder(store, hook)
-    _run(cfg, recorder, done, timeout_s)
-    recorder.timeline.notes.update(published=len(ids), peak_detectors=state["peak"])
+    try:
+        _run(cfg, recorder, done, timeout_s)
+    finally:
+        publisher.close()
+    recorder.timeline.notes.update(published=len(published), published_ids=published, peak_detectors=state["peak"])
     return recorder.timeline
 
 

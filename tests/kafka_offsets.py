@@ -45,16 +45,18 @@ def assert_committed_only_stored(kafka: KafkaConfig, store: VerdictStore) -> int
     committed, _ = committed_and_ends(kafka)
     c = KafkaConsumer(bootstrap_servers=kafka.bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000,
                       fetch_max_bytes=4 << 20, max_partition_fetch_bytes=4 << 20)  # fmt: skip
-    c.assign([TopicPartition(kafka.topic, p) for p in range(kafka.partitions)])
-    c.seek_to_beginning()
-    dead = {e["source"] for _, e in store.dead_letters(count=100_000)}
-    checked = 0
-    for rec in c:
-        if rec.offset < (committed[rec.partition] or 0):
-            ref = f"{rec.topic}[{rec.partition}]@{rec.offset}"
-            parsed = parse_message(rec.value, max_bytes=kafka.max_message_bytes)
-            ok = ref in dead if parsed.job is None else bool(store.get_raw(parsed.job.video_id))
-            assert ok, f"offset committed past {ref} but nothing stored for it"
-            checked += 1
-    c.close()
+    try:
+        c.assign([TopicPartition(kafka.topic, p) for p in range(kafka.partitions)])
+        c.seek_to_beginning()
+        dead = {e["source"] for _, e in store.dead_letters(count=100_000)}
+        checked = 0
+        for rec in c:
+            if rec.offset < (committed[rec.partition] or 0):
+                ref = f"{rec.topic}[{rec.partition}]@{rec.offset}"
+                parsed = parse_message(rec.value, max_bytes=kafka.max_message_bytes)
+                ok = ref in dead if parsed.job is None else bool(store.get_raw(parsed.job.video_id))
+                assert ok, f"offset committed past {ref} but nothing stored for it"
+                checked += 1
+    finally:
+        c.close()
     return checked

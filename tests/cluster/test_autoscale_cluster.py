@@ -13,6 +13,8 @@ from pipeline.verdict_store import VerdictStore
 from tests import autoscale_scenario as sc
 from tests.reliability.stream_harness import assert_stream_invariants
 
+RESERVE = 120  # IDs the growth scenario may publish while its new detector loads (symlinks: cheap)
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
@@ -24,7 +26,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("autoscale-videos")
-    return root, sc.make_videos(root, 48)
+    return root, sc.make_videos(root, 48 + RESERVE)
 
 
 def _print(timeline):
@@ -39,7 +41,7 @@ def test_detectors_grow_under_a_backlog_wait_for_a_node_and_shrink_when_idle(
 ):
     root, ids = videos
     cfg = sc.scenario_config(kafka_config, redis_config, cluster.address, root)
-    timeline = sc.run_growth(cluster, cfg, ids[:24])
+    timeline = sc.run_growth(cluster, cfg, ids[:24], reserve=ids[48:])
     _print(timeline)
     assert timeline.notes["finished"], "the backlog was not stored and the pools not back at their minimum in time"
     detectors = timeline.column("detectors")
@@ -52,9 +54,11 @@ def test_detectors_grow_under_a_backlog_wait_for_a_node_and_shrink_when_idle(
     assert detectors[-1] == 1 and max(detectors[grew_at:]) >= 2, "it shrank back to the minimum when idle"
     assert timeline.samples[-1].lag == 0
     assert timeline.notes["topic_partitions"] == 2 and max(timeline.column("decoders")) <= 2
+    published = timeline.notes["published_ids"]
+    assert published[:24] == ids[:24]
     store = VerdictStore(cfg.redis)
-    assert_stream_invariants(cfg, store, ids[:24])
-    assert all(store.get(v).status == "done" for v in ids[:24])
+    assert_stream_invariants(cfg, store, published)
+    assert all(store.get(v).status == "done" for v in published)
 
 
 @pytest.mark.timeout(420)
@@ -63,18 +67,18 @@ def test_losing_a_worker_node_mid_backlog_loses_no_video_and_stops_no_consumer(
 ):
     root, ids = videos
     cfg = sc.node_loss_config(kafka_config, redis_config, cluster.address, root)
-    timeline = sc.run_node_loss(cluster, cfg, ids[24:])
+    timeline = sc.run_node_loss(cluster, cfg, ids[24:48])
     _print(timeline)
     notes = timeline.notes
     assert notes["finished"], "in time after the node loss: not every video stored, or a consumer not back"
     assert "victim" in notes, "no node held both a consumer and a detector"
-    assert notes["lag_at_kill"] > 0 and notes["stored_at_kill"] < len(ids[24:]), "the node died mid-backlog"
+    assert notes["lag_at_kill"] > 0 and notes["stored_at_kill"] < len(ids[24:48]), "the node died mid-backlog"
     victim, lost = notes["victim"], notes["lost"]
     assert any(name.startswith("detector") for name in lost) and set(lost) & set(notes["decoders_before"])
     # Nothing lost, nothing announced twice with different content, offsets committed to the end.
     store = VerdictStore(cfg.redis)
-    assert_stream_invariants(cfg, store, ids[24:])
-    statuses = {v: store.get(v).status for v in ids[24:]}
+    assert_stream_invariants(cfg, store, ids[24:48])
+    statuses = {v: store.get(v).status for v in ids[24:48]}
     assert set(statuses.values()) == {"done"}, statuses
     # No consumer stopped: the same decoders consume (each re-synced with the current pools, which the
     # scenario waits for), the lost one restarted on a live node.
