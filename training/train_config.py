@@ -125,8 +125,27 @@ class RunSection(Section):
     num_to_keep: int = Field(2, ge=1, description="checkpoints kept, ranked by val_video_map")
     seed: int = Field(0, description="seeds data order, augmentation and slerp draws (per epoch and rank)")
     precision: Precision = Field("auto", description="auto: bf16 autocast on CUDA, else fp32")
+    frozen_weights: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="frozen tower weights cast once to bf16 (auto: when training under bf16 autocast)"
+    )
+    compile: Literal["off", "default", "max-autotune"] = Field(
+        "off", description="torch.compile the tower once per worker at start (names and checkpoints unchanged)"
+    )
     export_dir: Path | None = Field(None, description="best checkpoint export; None: <storage_path>/<name>/export")
     tensorboard: bool = Field(False, description="also write TensorBoard events (needs the tensorboard package)")
+
+    @model_validator(mode="after")
+    def _frozen_bf16_needs_bf16_autocast(self) -> RunSection:
+        if self.frozen_weights == "bf16" and (
+            self.precision == "fp32" or (self.precision == "auto" and not self.use_gpu)
+        ):
+            msg = (
+                f"run.frozen_weights='bf16' needs bf16 autocast, and run.precision={self.precision!r} "
+                f"with run.use_gpu={self.use_gpu} trains in fp32: set run.precision bf16 on a GPU run, "
+                "or leave run.frozen_weights at auto"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class FaultSection(Section):

@@ -44,7 +44,7 @@ from training.schedules import build_schedule
 from training.train_config import FaultSection, TrainConfig, build_train_config
 from training.train_log import ProgressLog
 from training.train_state import TrainState, restore_detector, restore_optimizer, save_train_state
-from training.train_step import TrainForward, eval_step, train_step
+from training.train_step import TrainForward, eval_step, speed_up, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,9 @@ def _checkpoint_dir() -> Iterator[Path | None]:
         yield Path(folder)
 
 
-def _build(cfg: TrainConfig, rank: int) -> tuple[Detector, TrainForward, nn.Module, torch.optim.Optimizer, TrainState]:
+def _build(
+    cfg: TrainConfig, rank: int, autocast_dtype: torch.dtype | None
+) -> tuple[Detector, TrainForward, nn.Module, torch.optim.Optimizer, TrainState]:
     """Detector, training forward (DDP-wrapped), optimiser, and where to start (resumed if a checkpoint exists)."""
     detector = build_detector(DetectorConfig(**cfg.model.model_dump()))
     forward = TrainForward(detector, slerp=cfg.loss.weights().slerp, t_range=cfg.loss.slerp_t, seed=cfg.run.seed)
@@ -123,6 +125,7 @@ def _build(cfg: TrainConfig, rank: int) -> tuple[Detector, TrainForward, nn.Modu
     with _checkpoint_dir() as resume_from:
         if resume_from is not None:
             start = restore_detector(resume_from, detector)
+        speed_up(detector, cfg.run, autocast_dtype)  # after the restore: it checks the weights as loaded
         model = ray.train.torch.prepare_model(forward)  # device + DDP (gloo on CPU, NCCL on GPU)
         trainable = [p for p in detector.parameters() if p.requires_grad]
         optim = cfg.optim
@@ -199,7 +202,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
     autocast_dtype = resolve_autocast_dtype(cfg.run.precision, device)
-    detector, forward, model, optimizer, start = _build(cfg, rank)
+    detector, forward, model, optimizer, start = _build(cfg, rank, autocast_dtype)
     loader, sampler, evals = _loaders(cfg, rank, world)
     schedule = build_schedule(cfg.optim, steps_per_epoch=len(loader))
     log = (

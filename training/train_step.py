@@ -1,5 +1,8 @@
 """One optimisation step and one evaluation step: plain functions of (model, batch, loss, optimiser).
 
+:func:`speed_up` prepares the detector for the step as ``run.frozen_weights`` and
+``run.compile`` say (frozen weights cast once to bf16, the tower compiled).
+
 The training forward is a small module, :class:`TrainForward`, so that DDP
 wraps the whole graph (features -> unit z -> slerp -> head) and syncs every
 gradient: slerp sits between the L2 normalisation and the linear head, and the
@@ -22,10 +25,12 @@ from torch import nn
 from clipguard.errors import ConfigError
 from clipguard.model import PreprocessConfig, clip_preprocess
 from clipguard.model.detector import Detector
+from clipguard.model.frozen_weights import cast_frozen_weights, resolve_frozen_dtype
 from clipguard.model.head import HeadOutput, p_fake
 from clipguard.model.inference import autocast_context
 from training.losses import LossTerms, LossWeights, detector_loss
 from training.slerp import slerp_within_class
+from training.train_config import RunSection
 
 logger = logging.getLogger(__name__)
 
@@ -152,3 +157,14 @@ def eval_step(
         with autocast_context(crops.device, autocast_dtype):
             logits = detector(pixels).logits
     return p_fake(logits).float().cpu()
+
+
+def speed_up(detector: Detector, run: RunSection, autocast_dtype: torch.dtype | None) -> None:
+    """Frozen weights cast once to bf16 under bf16 autocast, and the tower compiled, as ``run`` says.
+
+    The compile is in place (``nn.Module.compile``), so parameter names, and with them
+    checkpoints, stay as they are; it happens at the first forward, once per worker.
+    """
+    cast_frozen_weights(detector, resolve_frozen_dtype(run.frozen_weights, autocast_dtype))
+    if run.compile != "off":
+        detector.tower.compile(mode=run.compile)

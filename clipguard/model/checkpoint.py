@@ -76,7 +76,14 @@ def sha256_file(path: Path) -> str:
 
 
 def base_fingerprint(model: nn.Module) -> str:
-    """SHA-256 over the frozen tensors of a detector (those a checkpoint does not store)."""
+    """SHA-256 over the frozen tensors of a detector (those a checkpoint does not store).
+
+    A detector whose frozen weights were cast for training speed answers the fingerprint
+    pinned before the cast: the base it was loaded with (``clipguard/model/frozen_weights.py``).
+    """
+    pinned = getattr(getattr(model, "module", model), "base_fingerprint_pin", None)
+    if pinned is not None:
+        return pinned
     digest = hashlib.sha256()
     for name, tensor in sorted(frozen_state_dict(model).items()):
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)

@@ -25,6 +25,9 @@ class Detector(nn.Module):
             in checkpoint manifests and checked when a checkpoint is loaded.
         tuning, l2_normalize: what trains and whether the head normalises
             (docs/method.md §8); recorded and checked the same way.
+        base_fingerprint_pin: the base tower's fingerprint taken before its frozen
+            weights were cast for speed (``clipguard/model/frozen_weights.py``); None
+            while they are as loaded.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class Detector(nn.Module):
         self.tuning = check_tuning(tuning)
         self.l2_normalize = l2_normalize
         self.init_seed = init_seed
+        self.base_fingerprint_pin: str | None = None
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """CLS token after ``ln_post`` (B, feature_dim), the method's feature f."""

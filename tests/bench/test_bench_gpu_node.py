@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from bench import bench_gpu_node
@@ -22,3 +25,12 @@ def test_smoke_run_makes_clips_and_writes_every_table(tmp_path):
     whole = next(line for line in text.splitlines() if line.startswith("| 2 decode workers"))
     assert float(whole.split("|")[2]) > 0  # videos/s
     assert "n/a (not a GPU run)" in text  # no GPU target is claimed from a CPU run
+
+
+def test_device_run_preparation_pins_every_wheel_from_the_locks():
+    """prepare_gpu_run.sh downloads exact versions from requirements/*.lock (nothing resolved there)."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "prepare_gpu_run.sh"
+    pins = subprocess.run(["bash", str(script), "--pins"], capture_output=True, text=True, check=True).stdout.split()
+    names = {pin.split("==")[0].lower() for pin in pins}
+    assert all("==" in pin and pin.split("==")[1] for pin in pins)
+    assert {"open-clip-torch", "onnx2torch", "insightface", "pynvvideocodec", "pydantic-core"} <= names
