@@ -101,6 +101,9 @@ class RedisConfig(Section):
     key_prefix: str = Field("clipguard", pattern=r"^[A-Za-z0-9_.-]+$")
     stream_maxlen: int = Field(100_000, ge=100, description="approximate cap of the verdict event stream")
     verdict_ttl_s: int | None = Field(None, ge=60, description="expire verdict hashes after this long; None keeps them")
+    dead_letter_dedupe_s: int = Field(
+        7 * 24 * 3600, ge=60, description="a redelivered bad message is dead-lettered once within this window"
+    )
     retry_initial_s: float = Field(0.2, gt=0)
     retry_max_s: float = Field(5.0, gt=0)
 

@@ -10,6 +10,9 @@ key                                       type       content
                                                      ``status``, ``label``, ``p_fake``, ``model_version``,
                                                      ``thresholds_sha256``, ``digest``)
 ``<p>:dead-letter``                       stream     Kafka records with no usable video ID
+``<p>:dead-letter:seen:<source>``          string     marks ``<topic>[<partition>]@<offset>`` as
+                                                     dead-lettered (expires after
+                                                     ``redis.dead_letter_dedupe_s``)
 ========================================  =========  ==========================================
 
 The video ID is the key's suffix verbatim: the prefix is fixed, so IDs holding
@@ -22,7 +25,8 @@ Hash fields are strings; structured ones (``tracks``, ``crops``, ``timings_s``,
 when the thresholds were configured without one). ``digest`` hashes the verdict's
 content (not its timestamps, timings or Kafka offset) so a redelivered video that
 yields the same verdict under the same model version and thresholds is recognised
-and not announced twice.
+and not announced twice. A redelivered bad message is recognised by its Kafka
+source (topic, partition, offset) the same way.
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ def verdict_stream_key(prefix: str) -> str:
 
 def dead_letter_stream_key(prefix: str) -> str:
     return f"{prefix}:dead-letter"
+
+
+def dead_letter_seen_key(prefix: str, source: str) -> str:
+    """Marks a Kafka record as dead-lettered, so a redelivery of it adds no second entry."""
+    return f"{prefix}:dead-letter:seen:{source}"
 
 
 def verdict_digest(verdict: Verdict) -> str:

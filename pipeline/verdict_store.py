@@ -4,7 +4,8 @@ A verdict is written by one Lua script, atomically: if the stored hash already
 has the same ``digest`` (same content, same model version) nothing changes and
 no event is added; otherwise the hash is replaced and one event is appended to
 the verdict stream. So a redelivered video never shows two different verdicts
-and followers see one event per distinct verdict.
+and followers see one event per distinct verdict. Dead letters are written the same
+way, once per Kafka record (a marker key per topic/partition/offset).
 
 Writes retry with capped exponential backoff while Redis is unreachable; the
 caller commits the Kafka offset only after :meth:`VerdictStore.put` returns.
@@ -25,6 +26,7 @@ from clipguard.errors import VerdictStoreError
 from pipeline.message_codec import DeadLetter
 from pipeline.verdict_keys import (
     VERDICT_EVENT_FIELDS,
+    dead_letter_seen_key,
     dead_letter_stream_key,
     decode_verdict,
     encode_verdict,
@@ -50,6 +52,16 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(event))
 return 1
 """
 
+# KEYS[1] the record's "seen" marker, KEYS[2] the dead-letter stream; ARGV: marker ttl, maxlen, then
+# the event's field/value pairs. Returns 1 when written, 0 when this record was dead-lettered already.
+_DEAD_LETTER_SCRIPT = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
+local event = {}
+for i = 3, #ARGV do event[#event + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(event))
+return 1
+"""
+
 
 def connect(cfg: RedisConfig, url: str | None = None) -> redis.Redis:
     """A client from the URL (redis:// or rediss://), with password/CA overrides."""
@@ -68,6 +80,7 @@ class VerdictStore:
         self.cfg = cfg
         self.client = client or connect(cfg, url)
         self._put = self.client.register_script(_PUT_SCRIPT)
+        self._put_dead = self.client.register_script(_DEAD_LETTER_SCRIPT)
         self.prefix = cfg.key_prefix
 
     # --- writes -------------------------------------------------------------------
@@ -84,7 +97,13 @@ class VerdictStore:
         keys = [verdict_key(self.prefix, verdict.video_id), verdict_stream_key(self.prefix)]
         return bool(self._retry(lambda: self._put(keys=keys, args=argv), verdict.video_id, should_stop))
 
-    def put_dead_letter(self, letter: DeadLetter, should_stop: Callable[[], bool] = lambda: False) -> None:
+    def put_dead_letter(self, letter: DeadLetter, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Append a dead letter, once per Kafka record. True if it was added.
+
+        A record redelivered after a restart (dead-lettered, offset not yet committed)
+        adds no second entry within ``redis.dead_letter_dedupe_s``; a letter without a
+        source is always added. Retries and raises like :meth:`put`.
+        """
         src = letter.source
         event = {
             "kind": letter.kind,
@@ -95,7 +114,13 @@ class VerdictStore:
         }
         key = dead_letter_stream_key(self.prefix)
         maxlen = self.cfg.stream_maxlen
-        self._retry(lambda: self.client.xadd(key, event, maxlen=maxlen, approximate=True), str(src), should_stop)
+        if src is None:
+            self._retry(lambda: self.client.xadd(key, event, maxlen=maxlen, approximate=True), "a dead letter",
+                        should_stop)  # fmt: skip
+            return True
+        keys = [dead_letter_seen_key(self.prefix, str(src)), key]
+        argv = [str(self.cfg.dead_letter_dedupe_s), str(maxlen), *(x for kv in event.items() for x in kv)]
+        return bool(self._retry(lambda: self._put_dead(keys=keys, args=argv), str(src), should_stop))
 
     def _retry(self, op: Callable[[], Any], what: str, should_stop: Callable[[], bool]) -> Any:
         delay = self.cfg.retry_initial_s

@@ -81,6 +81,22 @@ def test_verdict_store_dead_letters(redis_config):
     assert entry[1]["kind"] == "bad_message" and entry[1]["source"] == "t[0]@1"
 
 
+def test_a_redelivered_bad_message_is_dead_lettered_once(redis_config):
+    """A consumer killed after the dead letter but before the commit gets the record again on restart."""
+    store = VerdictStore(redis_config)
+    letter = DeadLetter(SourceRef("t", 0, 1), "bad_message", "invalid JSON", "b'{x'", 2)
+    assert store.put_dead_letter(letter) is True
+    assert store.put_dead_letter(letter) is False  # the redelivery
+    assert store.put_dead_letter(DeadLetter(SourceRef("t", 1, 1), "bad_message", "invalid JSON", "b'{x'", 2))
+    assert [e["source"] for _, e in store.dead_letters()] == ["t[0]@1", "t[1]@1"]
+    marker = f"{store.prefix}:dead-letter:seen:t[0]@1"
+    assert 0 < store.client.ttl(marker) <= redis_config.dead_letter_dedupe_s  # the markers expire
+    # A letter with no Kafka source cannot be recognised again: it is always added.
+    sourceless = DeadLetter(None, "bad_message", "invalid JSON", "b'{x'", 2)
+    assert store.put_dead_letter(sourceless) and store.put_dead_letter(sourceless)
+    assert len(store.dead_letters()) == 4
+
+
 def test_verdict_store_retries_while_redis_is_down_then_succeeds(tmp_path):
     server = start_redis(workdir=tmp_path)
     cfg = RedisConfig(url=server.url, retry_initial_s=0.05, retry_max_s=0.2)
