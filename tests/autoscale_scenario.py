@@ -51,6 +51,7 @@ from pipeline.runner import RunTotals, run_stream
 from pipeline.topology import Topology
 from pipeline.verdict_store import VerdictStore
 from tests import video_factory as vf
+from tests.kafka_offsets import CommittedToEnd
 from tests.local_cluster import LocalRayCluster
 
 GPU_NODE_CPUS = 3
@@ -236,7 +237,7 @@ def _run(cfg: ClipguardConfig, recorder: Recorder, done: Callable[[], bool], tim
 def run_growth(cluster: LocalRayCluster, cfg: ClipguardConfig, ids: list[str], *, reserve: list[str] = (),
                new_node: str = "g3", node_delay_s: float = 6.0, top_up_below: int = 8, top_up: int = 6,
                timeout_s: float = 300) -> Timeline:  # fmt: skip
-    """Publish ``ids`` as a backlog and run until it is stored and the pools are back at their minimum.
+    """Publish ``ids`` as a backlog; run until it is stored and committed and the pools are back at their minimum.
 
     A detector left pending for ``node_delay_s`` makes the scenario start ``new_node``
     (what KubeRay's autoscaler does for a pending GPU actor, in minutes rather than seconds).
@@ -274,8 +275,10 @@ def run_growth(cluster: LocalRayCluster, cfg: ClipguardConfig, ids: list[str], *
     def done() -> bool:
         last = recorder.timeline.samples[-1] if recorder.timeline.samples else None
         at_min = last is not None and (last.detectors, last.detectors_pending, last.detectors_draining) == (1, 0, 0)
-        return at_min and state["peak"] > 1 and last.stored >= len(published) and last.faces == 1 and last.decoders == 1
+        settled = at_min and state["peak"] > 1 and last.faces == 1 and last.decoders == 1
+        return settled and last.stored >= len(published) and last.lag == 0 and committed_to_end()
 
+    committed_to_end = CommittedToEnd(cfg.kafka)
     recorder = Recorder(store, hook)
     try:
         _run(cfg, recorder, done, timeout_s)
@@ -362,8 +365,9 @@ def run_node_loss(cluster: LocalRayCluster, cfg: ClipguardConfig, ids: list[str]
             state["received_since_start"] = {d.name: d.stats.received for d in decoders}
 
     def done() -> bool:
-        return "after" in state
+        return "after" in state and recorder.timeline.samples[-1].lag == 0 and committed_to_end()
 
+    committed_to_end = CommittedToEnd(cfg.kafka)
     recorder = Recorder(store, hook)
     _run(cfg, recorder, done, timeout_s)
     state.pop("killed_mono", None)

@@ -60,3 +60,22 @@ def assert_committed_only_stored(kafka: KafkaConfig, store: VerdictStore) -> int
     finally:
         c.close()
     return checked
+
+
+class CommittedToEnd:
+    """Whether every partition's committed offset reached its end (what the tests assert afterwards).
+
+    A scenario is not over when every video has a verdict: a video whose verdict was stored
+    by a consumer that died (or lost its partition) before committing is redone by the next
+    owner, and its offset is committed only then. Asked at most every ``every_s``.
+    """
+
+    def __init__(self, kafka: KafkaConfig, every_s: float = 2.0) -> None:
+        self.kafka, self.every_s, self._last = kafka, every_s, float("-inf")
+
+    def __call__(self) -> bool:
+        if time.monotonic() - self._last < self.every_s:
+            return False
+        self._last = time.monotonic()
+        committed, ends = committed_and_ends(self.kafka)
+        return {p: c or 0 for p, c in committed.items()} == ends

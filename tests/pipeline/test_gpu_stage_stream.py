@@ -24,7 +24,7 @@ from pipeline.kafka_publisher import JobPublisher, ensure_topic
 from pipeline.runner import run_stream
 from pipeline.verdict_store import VerdictStore
 from tests import video_factory as vf
-from tests.kafka_offsets import committed_and_ends
+from tests.kafka_offsets import CommittedToEnd, committed_and_ends
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -61,7 +61,9 @@ def test_gpu_stage_stream_gives_every_video_one_verdict(kafka_config, redis_conf
     publisher.flush()
     publisher.close()
     store = VerdictStore(cfg.redis)
-    totals = run_stream(cfg, stop_when=lambda t: all(store.get_raw(v) for v in EXPECTED), interval_s=0.5)
+    committed_to_end = CommittedToEnd(cfg.kafka)
+    totals = run_stream(cfg, stop_when=lambda t: all(store.get_raw(v) for v in EXPECTED) and committed_to_end(),
+                        interval_s=0.5)  # fmt: skip
     assert totals.verdicts == len(EXPECTED)
     for vid, (status, kind) in EXPECTED.items():
         verdict = store.get(vid)

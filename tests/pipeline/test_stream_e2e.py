@@ -32,7 +32,7 @@ from pipeline.kafka_publisher import JobPublisher, ensure_topic
 from pipeline.runner import run_stream
 from pipeline.verdict_store import VerdictStore
 from tests import video_factory as vf
-from tests.kafka_offsets import assert_committed_only_stored, committed_and_ends
+from tests.kafka_offsets import CommittedToEnd, assert_committed_only_stored, committed_and_ends
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -155,7 +155,8 @@ def test_stream_every_video_gets_one_verdict_and_offsets_reach_the_end(
     cfg = _config(kafka_config, redis_config, ray_address, video_root)
     _publish(cfg)
     store = VerdictStore(cfg.redis)
-    totals = run_stream(cfg, stop_when=lambda t: _all_stored(store), interval_s=0.5)
+    committed_to_end = CommittedToEnd(cfg.kafka)  # a verdict redone after a rebalance commits only then
+    totals = run_stream(cfg, stop_when=lambda t: _all_stored(store) and committed_to_end(), interval_s=0.5)
     assert totals.verdicts == len(EXPECTED)
     _check_verdicts(store)
     committed, ends = committed_and_ends(cfg.kafka)

@@ -41,7 +41,7 @@ from pipeline.kafka_publisher import JobPublisher, ensure_topic
 from pipeline.runner import RunTotals, run_stream
 from pipeline.topology import Topology
 from pipeline.verdict_store import VerdictStore
-from tests.kafka_offsets import assert_committed_only_stored, committed_and_ends
+from tests.kafka_offsets import CommittedToEnd, assert_committed_only_stored, committed_and_ends
 
 
 def stream_config(
@@ -113,12 +113,16 @@ def run_until(
     on_progress: Callable[[RunTotals, Topology], None] | None = None,
     on_ready: Callable[[ClipguardConfig, Topology], None] | None = None,
 ) -> RunTotals:
-    """Run the stream in-process until ``done()`` (checked every 0.5 s) or the timeout; fails on timeout."""
+    """Run the stream in-process until ``done()`` (checked every 0.5 s) and every offset of the topic is
+    committed, or the timeout; fails on timeout. (A verdict stored by a consumer that then died or lost its
+    partition is redone, and committed, by the next owner: stopping at the last verdict would cut that short.)
+    """
     deadline = time.monotonic() + timeout_s
     finished: list[bool] = []
+    committed_to_end = CommittedToEnd(cfg.kafka)
 
     def stop_when(_totals: RunTotals) -> bool:
-        if done():
+        if done() and committed_to_end():
             finished.append(True)
             return True
         return time.monotonic() > deadline
