@@ -53,9 +53,10 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(arch: str, variant: str, device: torch.device, autocast_dtype, batch: int, warmup: int, steps: int):
-    """(first step s, warm-up steps s, median step s) of one variant on a fresh detector."""
+    """(first step s, warm-up steps s, median step s, peak GiB, FLOPs label) of one variant on a fresh detector."""
     torch.manual_seed(0)
     detector = build_detector(DetectorConfig(arch=arch, pretrained="none"))
+    flops_label = vit_flops_per_crop(detector)[1]
     run = RunSection(use_gpu=device.type == "cuda", **VARIANTS[variant])
     speed_up(detector, run, autocast_dtype)
     detector.to(device)
@@ -80,7 +81,7 @@ def measure(arch: str, variant: str, device: torch.device, autocast_dtype, batch
     peak_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    return first, warm, statistics.median(times), peak_mem
+    return first, warm, statistics.median(times), peak_mem, flops_label
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -104,13 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     autocast_dtype = torch.bfloat16 if args.cpu_bf16 else resolve_autocast_dtype("auto", device)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # as training workers do
-    rows, failed = [], 0
+    rows, failed, flops_label = [], 0, "n/a (no variant ran)"
     for variant in args.variants.split(","):
         if VARIANTS[variant]["frozen_weights"] == "auto" and autocast_dtype is None:
             rows.append(f"| {variant} | n/a: fp32 on {device.type} (the cast needs bf16 autocast) | | | | | |")
             continue
         try:
-            first, warm, median_s, mem = measure(args.arch, variant, device, autocast_dtype, args.batch,
+            first, warm, median_s, mem, flops_label = measure(args.arch, variant, device, autocast_dtype, args.batch,
                                                  args.warmup, args.steps)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - a variant that fails is a row of the table, not the end of it
             failed += 1
@@ -124,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(f"| {variant} | {crops_s:.1f} | {1e3 * median_s:.0f} | {first:.1f} | {warm:.1f} | {share} | "
                     f"{memory} |")  # fmt: skip
         print(rows[-1], file=sys.stderr, flush=True)
-    probe = build_detector(DetectorConfig(arch=args.arch, pretrained="none"))
     lines = [
         f"# LN-tuning train step: {args.arch}, batch {args.batch}, on {device.type}",
         "",
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- measured: `train_step`, paper preset (CE + unif + align, slerp), AdamW over the trained parameters; "
         f"random uint8 crops on the device; first step (compile) and {args.warmup} warm-up steps apart, median "
         f"of {args.steps} timed steps",
-        f"- FLOPs per crop: {vit_flops_per_crop(probe)[1]}; share = crops/s x 2 forwards / {args.peak_tflops:g} "
+        f"- FLOPs per crop: {flops_label}; share = crops/s x 2 forwards / {args.peak_tflops:g} "
         "TFLOP/s (ViT-L-14 on CUDA only)",
         "",
         "| variant | crops/s | ms/step | first step s | warm-up s | share of peak | peak GiB |",

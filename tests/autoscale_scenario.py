@@ -249,10 +249,13 @@ def run_growth(cluster: LocalRayCluster, cfg: ClipguardConfig, ids: list[str], *
     ``notes["published_ids"]`` lists every ID published.
     """
     store = VerdictStore(cfg.redis)
-    publish(cfg.kafka, ids)
+    ensure_topic(cfg.kafka)
+    publisher = JobPublisher(cfg.kafka)  # the backlog now, more videos later (see above)
+    for vid in ids:
+        publisher.publish(vid)
+    publisher.flush()
     published, reserve = list(ids), list(reserve)
     state: dict[str, Any] = {"pending_since": None, "peak": 0}
-    publisher = JobPublisher(cfg.kafka)
 
     def hook(rec: Recorder, totals: RunTotals, topology: Topology) -> None:
         det = topology.detector_pool

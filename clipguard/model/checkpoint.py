@@ -81,7 +81,7 @@ def base_fingerprint(model: nn.Module) -> str:
     A detector whose frozen weights were cast for training speed answers the fingerprint
     pinned before the cast: the base it was loaded with (``clipguard/model/frozen_weights.py``).
     """
-    pinned = getattr(getattr(model, "module", model), "base_fingerprint_pin", None)
+    pinned = _unwrap(model).base_fingerprint_pin
     if pinned is not None:
         return pinned
     digest = hashlib.sha256()
